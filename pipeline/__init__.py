@@ -1,0 +1,7 @@
+"""Extract CNN features of every video frame once (stage one), train an LSTM on them (stage two)."""
+
+__version__ = "0.1.0"
+
+from .cache import open_cache  # noqa: E402  (h5py and numpy only: safe for stage-two machines)
+
+__all__ = ["open_cache", "__version__"]

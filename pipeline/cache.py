@@ -1,0 +1,316 @@
+"""The feature cache: a folder that survives `kill -9` at any moment.
+
+Layout (format version 1)::
+
+    CACHE/
+      settings.json      what produced the features (model, weights, layer, preprocessing, fps, dtype)
+      index.jsonl        one JSON line per finished video, ok or failed; the last line for an id wins
+      videos/<key>.h5    one HDF5 file per ok video: features (T, D), timestamps (T,), source_index (T,)
+      .lock              held (flock) by the one process that writes the cache
+
+Why a folder and not one HDF5 file: h5py that is killed while many groups are open for writing
+leaves a file that no longer opens, losing every finished video. Here each video is written to a
+temporary file, fsync'ed and renamed into place, and only then appended to the index, so a kill
+loses at most the video in flight. The index is the commit record: a video file without an index
+line is redone on the next run, a torn last index line is cut off before appending.
+
+This module imports h5py and numpy only, so stage two can read caches without decord or torchvision.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+FORMAT_VERSION = 1
+SETTINGS_FILE = "settings.json"
+INDEX_FILE = "index.jsonl"
+VIDEOS_DIR = "videos"
+LOCK_FILE = ".lock"
+WINDOW_CHUNK_FRAMES = 30  # one chunk per second of video: a 30-frame window touches at most two
+MAX_OPEN_FILES = 128  # per reading process; opening a file costs about as much as reading a window
+
+
+class CacheError(Exception):
+    """A problem with a cache that the user can fix; the message says what and where."""
+
+
+@dataclass
+class VideoRecord:
+    """One line of index.jsonl: what happened to one input video."""
+
+    id: str
+    label: str
+    status: str  # "ok" or "failed"
+    source_path: str
+    frames: int = 0
+    file: str = ""  # relative to the cache folder; empty for failed videos
+    source_fps: float = 0.0
+    duration: float = 0.0
+    error: str = ""
+
+
+def video_key(video_id: str) -> str:
+    """File name stem for a video id: fixed length and safe for any id (spaces, non-ASCII, '/')."""
+    return hashlib.sha1(video_id.encode("utf-8")).hexdigest()[:20]
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON so that readers see the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def settings_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two settings dicts, e.g. "fps: 30.0 != 25.0"."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        if key == "package_version":  # a newer release may add to a cache of the same format
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += settings_differences(a, b, prefix + key + ".")
+        elif a != b:
+            diffs.append(f"{prefix}{key}: {a!r} (cache) != {b!r} (now)")
+    return diffs
+
+
+def read_index(cache_dir: Path) -> dict[str, VideoRecord]:
+    """The last record of every video id. A torn last line (a kill mid-write) is ignored."""
+    records: dict[str, VideoRecord] = {}
+    path = cache_dir / INDEX_FILE
+    if not path.exists():
+        return records
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break  # torn write: the video it described is redone
+            record = VideoRecord(**json.loads(line))
+            records[record.id] = record
+    return records
+
+
+def read_settings(cache_dir: Path) -> dict:
+    path = Path(cache_dir) / SETTINGS_FILE
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise CacheError(f"{cache_dir}: not a feature cache (no {SETTINGS_FILE}); make one with `pipeline extract`")
+    except (OSError, json.JSONDecodeError) as e:
+        raise CacheError(f"{path}: cannot read the cache settings: {e}")
+
+
+class CacheWriter:
+    """The one writer of a cache. Use as a context manager; it holds the cache's lock meanwhile.
+
+    Construction refuses, before touching anything, a cache whose settings differ from `settings`.
+    """
+
+    def __init__(self, path: str | os.PathLike, settings: dict, wait: bool = False):
+        self.path = Path(path)
+        if (self.path / SETTINGS_FILE).exists():
+            diffs = settings_differences(read_settings(self.path), settings)
+            if diffs:
+                raise CacheError(
+                    f"{self.path} was made with other settings; use another --out or the same settings:\n  "
+                    + "\n  ".join(diffs)
+                )
+        elif self.path.exists() and not self.path.is_dir():
+            raise CacheError(f"{self.path}: exists and is not a cache folder")
+        (self.path / VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.path / LOCK_FILE, "a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise CacheError(f"{self.path}: another `pipeline extract` is writing this cache; wait for it to finish")
+        if not (self.path / SETTINGS_FILE).exists():
+            write_json_atomic(self.path / SETTINGS_FILE, settings)
+        self.settings = settings
+        self._remove_stale_temporaries()
+        self._repair_index_tail()
+        self.records = read_index(self.path)
+        self._index = open(self.path / INDEX_FILE, "ab")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        if not self._lock.closed:
+            self._index.close()
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+
+    def is_done(self, video_id: str, retry_failed: bool = True) -> bool:
+        record = self.records.get(video_id)
+        if record is None:
+            return False
+        return record.status == "ok" or not retry_failed
+
+    def begin_video(self, video_id: str, label: str, source_path: str, source_fps: float, duration: float):
+        return VideoWriter(self, video_id, label, source_path, source_fps, duration)
+
+    def record_failure(self, video_id: str, label: str, source_path: str, error: str) -> None:
+        self._append(VideoRecord(id=video_id, label=label, status="failed", source_path=source_path, error=error))
+
+    def _append(self, record: VideoRecord) -> None:
+        self._index.write((json.dumps(asdict(record), ensure_ascii=False) + "\n").encode("utf-8"))
+        self._index.flush()
+        os.fsync(self._index.fileno())
+        self.records[record.id] = record
+
+    def _remove_stale_temporaries(self) -> None:
+        for tmp in (self.path / VIDEOS_DIR).glob("*.tmp-*"):
+            tmp.unlink(missing_ok=True)
+
+    def _repair_index_tail(self) -> None:
+        """Cut a torn last line, so the next append starts on a line of its own."""
+        path = self.path / INDEX_FILE
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+                os.fsync(f.fileno())
+
+
+class VideoWriter:
+    """Appends one video's features chunk by chunk to a temporary file; commit() publishes it."""
+
+    def __init__(self, cache: CacheWriter, video_id, label, source_path, source_fps, duration):
+        self.cache = cache
+        self.record = VideoRecord(
+            id=video_id, label=label, status="ok", source_path=str(source_path),
+            source_fps=float(source_fps), duration=float(duration),
+            file=f"{VIDEOS_DIR}/{video_key(video_id)}.h5",
+        )
+        self.final_path = cache.path / self.record.file
+        self.tmp_path = self.final_path.with_name(self.final_path.name + f".tmp-{os.getpid()}")
+        dim = cache.settings["feature_dim"]
+        self.h5 = h5py.File(self.tmp_path, "w")
+        self.features = self.h5.create_dataset(
+            "features", shape=(0, dim), maxshape=(None, dim), dtype=cache.settings["dtype"],
+            chunks=(WINDOW_CHUNK_FRAMES, dim),
+        )
+        self.timestamps = self.h5.create_dataset("timestamps", shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
+        self.source_index = self.h5.create_dataset("source_index", shape=(0,), maxshape=(None,), dtype="i8", chunks=(4096,))
+
+    def append(self, features: np.ndarray, timestamps: np.ndarray, source_index: np.ndarray) -> None:
+        n, start = len(features), self.features.shape[0]
+        for ds, values in ((self.features, features), (self.timestamps, timestamps), (self.source_index, source_index)):
+            ds.resize(start + n, axis=0)
+            ds[start:] = values
+
+    def commit(self) -> VideoRecord:
+        record = self.record
+        record.frames = int(self.features.shape[0])
+        for key in ("id", "label", "source_path", "source_fps", "duration"):
+            self.h5.attrs[key] = getattr(record, key)
+        self.h5.flush()
+        os.fsync(self.h5.id.get_vfd_handle())
+        self.h5.close()
+        os.replace(self.tmp_path, self.final_path)
+        _fsync_dir(self.final_path.parent)
+        self.cache._append(record)
+        return record
+
+    def abort(self) -> None:
+        self.h5.close()
+        self.tmp_path.unlink(missing_ok=True)
+
+
+class FeatureCache:
+    """Read-only view of a cache. Cheap to pickle: HDF5 files are opened lazily in each process,
+    so a DataLoader worker never inherits an h5py handle through fork."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise CacheError(f"{self.path}: no such cache folder")
+        self.settings = read_settings(self.path)
+        if self.settings.get("format_version") != FORMAT_VERSION:
+            raise CacheError(
+                f"{self.path}: cache format version {self.settings.get('format_version')!r}, "
+                f"this pipeline reads version {FORMAT_VERSION}"
+            )
+        self.records = read_index(self.path)
+        self.video_ids = sorted(vid for vid, r in self.records.items() if r.status == "ok")
+        self._files: dict[str, h5py.File] = {}
+        self._pid = os.getpid()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def _file(self, video_id: str) -> h5py.File:
+        if self._pid != os.getpid():  # forked: never use the parent's handles
+            self._files, self._pid = {}, os.getpid()
+        f = self._files.pop(video_id, None)
+        if f is None:
+            record = self.records.get(video_id)
+            if record is None or record.status != "ok":
+                raise KeyError(f"{video_id!r} is not an ok video of cache {self.path}")
+            f = h5py.File(self.path / record.file, "r")
+            if len(self._files) >= MAX_OPEN_FILES:
+                self._files.pop(next(iter(self._files))).close()  # least recently used
+        self._files[video_id] = f  # (re)inserted last: dicts keep insertion order
+        return f
+
+    def label(self, video_id: str) -> str:
+        return self.records[video_id].label
+
+    def num_frames(self, video_id: str) -> int:
+        return self.records[video_id].frames
+
+    def features(self, video_id: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """(T, D) features of one video, or the frames [start, stop) of it."""
+        return self._file(video_id)["features"][start:stop]
+
+    def timestamps(self, video_id: str) -> np.ndarray:
+        return self._file(video_id)["timestamps"][:]
+
+    def source_index(self, video_id: str) -> np.ndarray:
+        return self._file(video_id)["source_index"][:]
+
+
+def open_cache(path: str | os.PathLike) -> FeatureCache:
+    """Open a feature cache for reading: `with open_cache("cache") as c: c.features(c.video_ids[0])`."""
+    return FeatureCache(path)

@@ -1,0 +1,145 @@
+"""The CNN: torchvision's AlexNet, its weights, and the preprocessing its weights were trained with."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# AlexNet_Weights.IMAGENET1K_V1.transforms(): resize the short side to 256 (bilinear, antialiased),
+# centre-crop 224, scale to [0, 1], normalise with the ImageNet mean and std, RGB order.
+RESIZE_SHORT_SIDE = 256
+CROP_SIZE = 224
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+LAYER = "classifier.6"  # the last Linear: the 1000 ImageNet logits
+FEATURE_DIM = 1000
+RANDOM_SEED = 0  # --weights random is seeded, so a resumed run gives the same features as a clean one
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class WeightsError(Exception):
+    """The weights cannot be had or cannot be trusted; the message says what to do."""
+
+
+def preprocessing_settings() -> dict:
+    return {
+        "color": "RGB",
+        "resize_short_side": RESIZE_SHORT_SIDE,
+        "resize": "in the decoder (ffmpeg swscale), sizes rounded as torchvision's Resize",
+        "center_crop": CROP_SIZE,
+        "scale": "1/255",
+        "mean": list(MEAN),
+        "std": list(STD),
+    }
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_state_dict(path: Path) -> dict:
+    """A state dict from a file, never running code from it (weights_only=True)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        raise WeightsError(
+            f"{path}: refused to load: the file holds more than tensors and loading it could run code ({first})"
+        ) from None
+    except (OSError, RuntimeError, EOFError) as e:
+        raise WeightsError(f"{path}: cannot read as a PyTorch state dict: {str(e).strip().splitlines()[0]}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: not a state dict (a dict of tensors)")
+    return state
+
+
+def _imagenet_weights_file() -> tuple[Path, str]:
+    """Where torchvision's weights API keeps IMAGENET1K_V1: $TORCH_HOME/hub/checkpoints/<file>."""
+    from torchvision.models import AlexNet_Weights
+
+    url = AlexNet_Weights.IMAGENET1K_V1.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
+
+
+def resolve_weights(weights: str) -> tuple[dict | None, dict]:
+    """(state_dict or None for random init, identity) for --weights imagenet|random|FILE."""
+    if weights == "random":
+        return None, {"name": "random", "seed": RANDOM_SEED}
+    if weights == "imagenet":
+        path, url = _imagenet_weights_file()
+        if not path.exists():
+            try:
+                # The same download torchvision's weights API makes, to the same place.
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(url, str(path), progress=True)
+            except Exception as e:
+                raise WeightsError(
+                    f"the pretrained AlexNet weights are not on this machine and cannot be downloaded "
+                    f"({type(e).__name__}).\n  Put {os.path.basename(url)} (from {url}) at {path},\n"
+                    f"  or pass --weights FILE with a saved state dict, or --weights random for random-init weights."
+                ) from None
+        name = "IMAGENET1K_V1"
+    else:
+        path, name = Path(weights), "file"
+        if not path.is_file():
+            raise WeightsError(f"{path}: no such weights file (--weights takes imagenet, random or a file)")
+    state = load_state_dict(path)
+    return state, {"name": name, "file": path.name, "sha256": sha256_of(path)}
+
+
+def build_alexnet(state_dict: dict | None) -> torch.nn.Module:
+    from torchvision.models import alexnet
+
+    if state_dict is None:
+        torch.manual_seed(RANDOM_SEED)
+    model = alexnet(weights=None)
+    if state_dict is not None:
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as e:
+            raise WeightsError(f"the weights do not fit torchvision's AlexNet: {str(e).splitlines()[0]}") from None
+    return model.eval()
+
+
+@dataclass
+class FeatureExtractor:
+    """uint8 RGB frames (N, 224, 224, 3) -> (N, 1000) float32 features, on one device."""
+
+    model: torch.nn.Module
+    device: torch.device
+    precision: str = "fp32"
+
+    @classmethod
+    def create(cls, state_dict: dict | None, device: torch.device, precision: str = "fp32") -> "FeatureExtractor":
+        model = build_alexnet(state_dict).to(device)
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        return cls(model=model, device=device, precision=precision)
+
+    @torch.inference_mode()
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
+        mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1) * 255.0
+        x = (x.float() - mean) / std  # == ((x / 255) - MEAN) / STD, in one pass
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            out = self.model(x)
+        return out.float()

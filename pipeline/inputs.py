@@ -1,0 +1,59 @@
+"""What to extract: the videos of a folder (labelled by their folder) or of a CSV manifest."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+VIDEO_EXTENSIONS = {
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts",
+}
+
+
+class InputError(Exception):
+    """The input cannot be used at all (as opposed to one bad video, which is recorded and skipped)."""
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    id: str  # path relative to the input folder (or CSV folder), '/'-separated: stable across machines
+    path: Path
+    label: str
+
+
+def find_videos(input_path: str | Path) -> list[VideoSource]:
+    """Videos under a folder (recursively, by extension) or listed in a CSV with columns path,label."""
+    input_path = Path(input_path)
+    if input_path.is_dir():
+        return _from_folder(input_path)
+    if input_path.is_file() and input_path.suffix.lower() == ".csv":
+        return _from_csv(input_path)
+    if not input_path.exists():
+        raise InputError(f"{input_path}: no such file or folder")
+    raise InputError(f"{input_path}: expected a folder of videos or a .csv manifest with columns path,label")
+
+
+def _from_folder(root: Path) -> list[VideoSource]:
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    return [VideoSource(id=p.relative_to(root).as_posix(), path=p, label=p.parent.name) for p in paths]
+
+
+def _from_csv(manifest: Path) -> list[VideoSource]:
+    base = manifest.parent
+    with open(manifest, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise InputError(f"{manifest}: the header must name the columns path,label (missing: {', '.join(sorted(missing))})")
+        sources, seen = [], set()
+        for line_no, row in enumerate(reader, start=2):
+            rel, label = (row["path"] or "").strip(), (row["label"] or "").strip()
+            if not rel or not label:
+                raise InputError(f"{manifest}, line {line_no}: empty path or label")
+            video_id = Path(rel).as_posix()
+            if video_id in seen:
+                raise InputError(f"{manifest}, line {line_no}: {rel} is listed twice")
+            seen.add(video_id)
+            sources.append(VideoSource(id=video_id, path=base / rel, label=label))
+    return sources
