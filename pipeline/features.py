@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,11 +51,14 @@ def sha256_of(path: Path) -> str:
 def load_state_dict(path: Path) -> dict:
     """A state dict from a file, never running code from it (weights_only=True)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then reads fine
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        found = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line]
         raise WeightsError(
-            f"{path}: refused to load: the file holds more than tensors and loading it could run code ({first})"
+            f"{path}: refused to load: it holds more than tensors, and loading it could run code"
+            + (f" ({found[0]})" if found else "")
         ) from None
     except (OSError, RuntimeError, EOFError) as e:
         raise WeightsError(f"{path}: cannot read as a PyTorch state dict: {str(e).strip().splitlines()[0]}") from None

@@ -1,0 +1,260 @@
+"""Windows of cached features: the window index, the split by video, normalisation statistics, and
+the two ways to feed batches of windows to the model.
+
+- RAM: every video's features in ONE contiguous float32 tensor; a batch is gathered with one
+  index_select of (window first row + 0..window-1) rows, so there is no per-window Python call.
+- Stream: a Dataset whose items are whole batches, read window by window from the cache's HDF5
+  files in DataLoader workers; the FeatureCache opens its files lazily in each worker.
+
+Both are driven by EpochBatches, whose shuffle depends only on (seed, epoch): a resumed run sees
+the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .cache import FeatureCache
+
+RAM_FRACTION = 0.4  # --data auto holds features in RAM when they take under this share of the free memory
+STD_FLOOR = 1e-3  # a feature (nearly) constant on the training frames would blow up on any other frame
+
+
+def window_starts(num_frames: int, window: int, stride: int) -> np.ndarray:
+    """First frame of every window of one video.
+
+    Windows of `window` frames start every `stride` frames and lie wholly inside the video, so no
+    window crosses into another video; the frames after the last window start + window (fewer
+    than `stride`) are in no window. A video shorter than one window, with at least one frame,
+    yields ONE window at frame 0, padded by repeating its last frame: even a 1-frame video counts.
+    A video with no frames yields no window.
+    """
+    if window < 1 or stride < 1:
+        raise ValueError(f"window ({window}) and stride ({stride}) must be at least 1")
+    if num_frames <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if num_frames < window:
+        return np.zeros(1, dtype=np.int64)
+    return np.arange(0, num_frames - window + 1, stride, dtype=np.int64)
+
+
+@dataclass
+class Windows:
+    """The windows of a list of videos: which video each window is from, where it starts, its class."""
+
+    ids: list[str]  # the videos, in this order
+    lengths: np.ndarray  # (V,) frames per video
+    video_labels: np.ndarray  # (V,) class index per video
+    video: np.ndarray  # (N,) position in `ids` of each window's video
+    start: np.ndarray  # (N,) first frame of each window within its video
+    window: int
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """(N,) class index of every window: its video's label."""
+        return self.video_labels[self.video]
+
+
+def build_windows(ids: list[str], lengths, video_labels, window: int, stride: int) -> Windows:
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = [window_starts(int(n), window, stride) for n in lengths]
+    video = np.repeat(np.arange(len(ids), dtype=np.int64), [len(s) for s in starts])
+    start = np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+    return Windows(list(ids), lengths, np.asarray(video_labels, dtype=np.int64), video, start, window)
+
+
+def cache_windows(cache: FeatureCache, ids: list[str], label_index: dict[str, int], window: int, stride: int) -> Windows:
+    lengths = [cache.num_frames(v) for v in ids]
+    labels = [label_index[cache.label(v)] for v in ids]
+    return build_windows(ids, lengths, labels, window, stride)
+
+
+def split_by_video(ids: list[str], labels: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train ids, validation ids): split by video, never by window, stratified by label.
+
+    Each label's videos are shuffled with a generator seeded by `seed`, and round(n * val_fraction)
+    of them go to validation, but at least one when the label has two or more videos (so every
+    class is validated) and never all of them (every class keeps a training video).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
+    by_label: dict[str, list[str]] = {}
+    for vid, label in sorted(zip(ids, labels)):
+        by_label.setdefault(label, []).append(vid)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in sorted(by_label):
+        group = by_label[label]
+        order = rng.permutation(len(group))
+        n_val = round(len(group) * val_fraction)
+        if val_fraction > 0 and len(group) >= 2:
+            n_val = max(n_val, 1)
+        n_val = min(n_val, len(group) - 1)
+        val += [group[i] for i in order[:n_val]]
+        train += [group[i] for i in order[n_val:]]
+    return sorted(train), sorted(val)
+
+
+def feature_stats(arrays) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per feature over all frames of an iterable of (T, D) arrays, in float64."""
+    count, total, total_sq = 0, None, None
+    for a in arrays:
+        a = np.asarray(a, dtype=np.float64)
+        if total is None:
+            total, total_sq = np.zeros(a.shape[1]), np.zeros(a.shape[1])
+        count += len(a)
+        total += a.sum(0)
+        total_sq += np.square(a).sum(0)
+    if not count:
+        raise ValueError("no frames to compute normalisation statistics from")
+    mean = total / count
+    var = np.maximum(total_sq / count - np.square(mean), 0.0)
+    return mean, np.maximum(np.sqrt(var), STD_FLOOR)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation, or None when the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for name, share in (("SC_AVPHYS_PAGES", 1.0), ("SC_PHYS_PAGES", 0.5)):  # macOS has only the second
+        try:
+            return int(os.sysconf(name) * os.sysconf("SC_PAGE_SIZE") * share)
+        except (ValueError, OSError, AttributeError):
+            continue
+    return None
+
+
+def choose_data_mode(mode: str, num_frames: int, feature_dim: int) -> str:
+    """'ram' or 'stream' for --data auto|ram|stream: auto holds features in RAM when they fit easily."""
+    if mode in ("ram", "stream"):
+        return mode
+    if mode != "auto":
+        raise ValueError(f"data mode must be auto, ram or stream, not {mode!r}")
+    free = available_memory()
+    return "ram" if free is None or num_frames * feature_dim * 4 < RAM_FRACTION * free else "stream"
+
+
+def load_features(cache: FeatureCache, ids: list[str], progress: bool = False) -> tuple[torch.Tensor, np.ndarray]:
+    """(features, offsets): the videos' features, one after the other, in one float32 tensor;
+    video i is rows offsets[i] : offsets[i] + its length."""
+    from tqdm import tqdm
+
+    lengths = np.array([cache.num_frames(v) for v in ids], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(ids) else lengths
+    features = torch.empty(int(lengths.sum()), cache.settings["feature_dim"], dtype=torch.float32)
+    target = features.numpy()
+    for vid, off, n in tqdm(list(zip(ids, offsets, lengths)), desc="read features", unit="video",
+                            disable=not progress, leave=False, dynamic_ncols=True):
+        if n:
+            target[off:off + n] = cache.features(vid)
+    return features, offsets
+
+
+class EpochBatches:
+    """Batches of window positions; shuffled by (seed, epoch) alone, so resuming repeats them."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
+        self.n, self.batch_size, self.shuffle, self.seed, self.epoch = n, batch_size, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        yield from order.split(self.batch_size)
+
+
+class RamBatches:
+    """Iterable of (x (B, window, D), y (B,)) batches gathered from features held in RAM."""
+
+    def __init__(self, features: torch.Tensor, offsets: np.ndarray, windows: Windows, batches: EpochBatches):
+        self.features, self.batches, self.window = features, batches, windows.window
+        offsets = torch.as_tensor(offsets[windows.video] if len(windows) else np.zeros(0, np.int64))
+        self.first = offsets + torch.as_tensor(windows.start)  # (N,) row of each window's first frame
+        self.last = offsets + torch.as_tensor(windows.lengths[windows.video] - 1)  # (N,) its video's last row
+        self.targets = torch.as_tensor(windows.targets)
+        self.steps = torch.arange(self.window)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for idx in self.batches:
+            # rows past a short video's end repeat its last frame (the padding policy of window_starts)
+            rows = torch.minimum(self.first[idx, None] + self.steps, self.last[idx, None])
+            x = self.features.index_select(0, rows.view(-1)).view(len(idx), self.window, -1)
+            yield x, self.targets[idx]
+
+
+class StreamWindows(Dataset):
+    """Dataset whose item i is a whole batch: dataset[tensor of window positions] -> (x, y).
+    Reads each window's rows from the cache; one item per batch keeps the inter-process traffic low."""
+
+    def __init__(self, cache: FeatureCache, windows: Windows):
+        self.cache, self.windows = cache, windows
+
+    def __getitem__(self, idx):
+        w = self.windows
+        idx = np.asarray(idx, dtype=np.int64)
+        x = np.empty((len(idx), w.window, self.cache.settings["feature_dim"]), dtype=np.float32)
+        for j, i in enumerate(idx):
+            vid, start = int(w.video[i]), int(w.start[i])
+            stop = min(start + w.window, int(w.lengths[vid]))
+            rows = self.cache.features(w.ids[vid], start, stop)
+            x[j, : stop - start] = rows
+            x[j, stop - start:] = rows[-1]  # a short video: repeat its last frame
+        return torch.from_numpy(x), torch.as_tensor(w.targets[idx])
+
+
+def _one_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # readers: leave the cores to the training process
+
+
+class StreamBatches:
+    """Iterable of (x, y) batches read from the cache by `workers` DataLoader processes."""
+
+    def __init__(self, cache: FeatureCache, windows: Windows, batches: EpochBatches, workers: int, pin_memory=False):
+        self.batches = batches
+        self.loader = DataLoader(
+            StreamWindows(cache, windows), sampler=batches, batch_size=None, num_workers=workers,
+            worker_init_fn=_one_thread, persistent_workers=workers > 0, pin_memory=pin_memory,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+
+def default_workers() -> int:
+    """Stream-mode reader processes: half the cores, at least one, at most four (reads are cheap
+    next to the LSTM, which wants the cores)."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))

@@ -1,0 +1,220 @@
+"""`pipeline extract` and `pipeline info` end to end: real decord, real AlexNet (random-init
+weights saved to a file, since pretrained ones cannot be downloaded here), real HDF5."""
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from videos import textured_frames, write_video
+
+import pipeline
+from pipeline.cli import EXIT_ERROR, EXIT_SOME_FAILED, main
+
+IMAGENET_FILE = "alexnet-owt-7be5be79.pth"
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    from torchvision.models import alexnet
+
+    torch.manual_seed(123)
+    path = tmp_path_factory.mktemp("weights") / "alexnet.pth"
+    torch.save(alexnet(weights=None).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def video_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    write_video(root / "left" / "a.mp4", textured_frames(20, seed=1), fps=25)
+    write_video(root / "left" / "deeper" / "b.mp4", textured_frames(25, seed=2), fps=30000 / 1001)
+    write_video(root / "right" / "c.mp4", textured_frames(30, seed=3), fps=60)
+    (root / "right" / "notes.txt").write_text("not a video: ignored by extension")
+    return root
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def info_json(capsys, cache):
+    code, out, _ = run_cli(capsys, "info", cache, "--json")
+    assert code == 0
+    return json.loads(out)
+
+
+def reference_features(state_dict_path, video_path, source_index):
+    """An independent reference: decord's full-size frames, torchvision's own transforms, AlexNet."""
+    import decord
+    from torchvision.models import AlexNet_Weights, alexnet
+
+    model = alexnet(weights=None)
+    model.load_state_dict(torch.load(state_dict_path, weights_only=True))
+    frames = decord.VideoReader(str(video_path)).get_batch(list(source_index)).asnumpy()
+    batch = AlexNet_Weights.IMAGENET1K_V1.transforms()(torch.from_numpy(frames).permute(0, 3, 1, 2))
+    with torch.inference_mode():
+        return model.eval()(batch).numpy()
+
+
+def test_extract_a_folder_labels_videos_by_their_folder_and_stores_every_frame_at_30_fps(
+        tmp_path, capsys, video_folder, weights_file):
+    cache = tmp_path / "cache"
+    code, out, _ = run_cli(capsys, "extract", video_folder, "--out", cache, "--weights", weights_file, "--workers", 0)
+    assert code == 0, out
+    videos = {v["id"]: v for v in info_json(capsys, cache)["videos"]}
+    assert {k: (v["label"], v["status"]) for k, v in videos.items()} == {
+        "left/a.mp4": ("left", "ok"), "left/deeper/b.mp4": ("deeper", "ok"), "right/c.mp4": ("right", "ok")}
+    # 20 frames at 25 fps = 0.8 s; 25 at 29.97 = 0.834 s; 30 at 60 = 0.5 s
+    assert {k: v["frames"] for k, v in videos.items()} == {"left/a.mp4": 24, "left/deeper/b.mp4": 26, "right/c.mp4": 15}
+    with pipeline.open_cache(cache) as c:
+        times = c.timestamps("left/a.mp4")
+        np.testing.assert_allclose(times, np.arange(24) / 30)
+        assert c.source_index("left/a.mp4")[:7].tolist() == [0, 0, 1, 2, 3, 4, 5]
+        assert c.source_index("right/c.mp4")[:4].tolist() == [0, 2, 4, 6]
+        assert c.features("right/c.mp4").shape == (15, 1000)
+        assert c.features("right/c.mp4").dtype == np.float32
+
+
+def test_stored_features_match_torchvision_on_the_frame_on_screen_within_1e_2(
+        tmp_path, capsys, video_folder, weights_file):
+    cache = tmp_path / "cache"
+    run_cli(capsys, "extract", video_folder, "--out", cache, "--weights", weights_file, "--workers", 0)
+    with pipeline.open_cache(cache) as c:
+        for video_id in c.video_ids:
+            ours = c.features(video_id)
+            ref = reference_features(weights_file, video_folder / video_id, c.source_index(video_id))
+            relative = np.linalg.norm(ours - ref, axis=1) / np.linalg.norm(ref, axis=1)
+            assert relative.max() < 1e-2, (video_id, relative.max())
+
+
+def test_the_reader_is_a_context_manager_with_ids_labels_and_settings(tmp_path, capsys, video_folder, weights_file):
+    cache = tmp_path / "cache"
+    run_cli(capsys, "extract", video_folder, "--out", cache, "--weights", weights_file, "--workers", 0)
+    with pipeline.open_cache(cache) as c:
+        assert c.video_ids == ["left/a.mp4", "left/deeper/b.mp4", "right/c.mp4"]
+        assert c.label("right/c.mp4") == "right"
+        assert c.settings["fps"] == 30.0 and c.settings["feature_dim"] == 1000
+        assert c.settings["weights"]["sha256"] and c.settings["layer"] == "classifier.6"
+        assert c.features("left/a.mp4", 3, 8).shape == (5, 1000)
+
+
+def test_a_csv_manifest_gives_paths_relative_to_its_folder_and_its_labels(tmp_path, capsys, video_folder, weights_file):
+    (tmp_path / "list.csv").write_text(f"path,label\n{video_folder}/left/a.mp4,waving\n../{tmp_path.name}/c.mp4,running\n")
+    write_video(tmp_path / "c.mp4", 10)
+    code, out, _ = run_cli(capsys, "extract", tmp_path / "list.csv", "--out", tmp_path / "cache",
+                           "--weights", weights_file, "--workers", 0)
+    assert code == 0, out
+    labels = {v["id"]: v["label"] for v in info_json(capsys, tmp_path / "cache")["videos"]}
+    assert sorted(labels.values()) == ["running", "waving"]
+
+
+def test_rerunning_skips_videos_already_done(tmp_path, capsys, video_folder, weights_file):
+    cache = tmp_path / "cache"
+    run_cli(capsys, "extract", video_folder, "--out", cache, "--weights", weights_file, "--workers", 0)
+    files = sorted((cache / "videos").iterdir())
+    before = [f.stat().st_mtime_ns for f in files]
+    code, out, _ = run_cli(capsys, "extract", video_folder, "--out", cache, "--weights", weights_file, "--workers", 0)
+    assert code == 0 and "0 videos extracted" in out and "3 already done" in out
+    assert [f.stat().st_mtime_ns for f in files] == before
+
+
+def test_decoding_in_worker_processes_gives_the_same_features(tmp_path, capsys, video_folder, weights_file):
+    for workers in (0, 2):
+        run_cli(capsys, "extract", video_folder, "--out", tmp_path / f"w{workers}", "--weights", weights_file,
+                "--workers", workers, "--batch-size", 16)
+    with pipeline.open_cache(tmp_path / "w0") as a, pipeline.open_cache(tmp_path / "w2") as b:
+        assert a.video_ids == b.video_ids
+        for video_id in a.video_ids:
+            np.testing.assert_allclose(a.features(video_id), b.features(video_id), rtol=1e-4, atol=1e-4)
+
+
+def test_a_bad_video_is_recorded_as_failed_and_the_rest_still_done(tmp_path, capsys, weights_file):
+    write_video(tmp_path / "in" / "x" / "good.mp4", 12)
+    (tmp_path / "in" / "x" / "bad.mp4").write_text("this is not a video")
+    code, out, err = run_cli(capsys, "extract", tmp_path / "in", "--out", tmp_path / "cache",
+                             "--weights", weights_file, "--workers", 0)
+    assert code == EXIT_SOME_FAILED
+    assert "failed: x/bad.mp4: cannot decode" in out and "Traceback" not in err
+    videos = {v["id"]: v for v in info_json(capsys, tmp_path / "cache")["videos"]}
+    assert videos["x/good.mp4"]["status"] == "ok"
+    assert videos["x/bad.mp4"]["status"] == "failed" and videos["x/bad.mp4"]["error"].startswith("cannot decode")
+
+
+def test_other_settings_on_an_existing_cache_are_refused_and_change_nothing(tmp_path, capsys, weights_file):
+    write_video(tmp_path / "in" / "x" / "a.mp4", 12)
+    cache = tmp_path / "cache"
+    run_cli(capsys, "extract", tmp_path / "in", "--out", cache, "--weights", weights_file, "--workers", 0)
+    before = {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()}
+    write_video(tmp_path / "in" / "x" / "b.mp4", 12)
+    code, _, err = run_cli(capsys, "extract", tmp_path / "in", "--out", cache, "--weights", weights_file,
+                           "--workers", 0, "--fps", 25)
+    assert code == EXIT_ERROR and "fps: 30.0 (cache) != 25.0 (now)" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == before
+
+
+def test_imagenet_weights_load_from_the_file_torchvision_looks_for_in_torch_home(
+        tmp_path, capsys, monkeypatch, weights_file):
+    checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / IMAGENET_FILE).write_bytes(weights_file.read_bytes())
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    write_video(tmp_path / "in" / "x" / "a.mp4", 10)
+    for name, weights in (("imagenet", "imagenet"), ("file", weights_file)):
+        code, _, _ = run_cli(capsys, "extract", tmp_path / "in", "--out", tmp_path / name, "--weights", weights,
+                             "--workers", 0)
+        assert code == 0
+    with pipeline.open_cache(tmp_path / "imagenet") as a, pipeline.open_cache(tmp_path / "file") as b:
+        assert a.settings["weights"]["name"] == "IMAGENET1K_V1"
+        assert a.settings["weights"]["sha256"] == b.settings["weights"]["sha256"]
+        np.testing.assert_array_equal(a.features("x/a.mp4"), b.features("x/a.mp4"))
+
+
+def test_missing_imagenet_weights_stop_with_where_to_put_them_and_no_random_fallback(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    write_video(tmp_path / "in" / "x" / "a.mp4", 10)
+    code, _, err = run_cli(capsys, "extract", tmp_path / "in", "--out", tmp_path / "cache", "--workers", 0)
+    assert code == EXIT_ERROR
+    assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / IMAGENET_FILE) in err
+    assert "--weights random" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_random_weights_are_only_had_by_asking_and_are_announced(tmp_path, capsys):
+    write_video(tmp_path / "in" / "x" / "a.mp4", 10)
+    code, _, err = run_cli(capsys, "extract", tmp_path / "in", "--out", tmp_path / "cache", "--weights", "random",
+                           "--workers", 0)
+    assert code == 0 and "RANDOM-INIT" in err
+    assert info_json(capsys, tmp_path / "cache")["settings"]["weights"]["name"] == "random"
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_weights_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as f:
+        pickle.dump({"features.0.weight": _RunsCode()}, f)
+    write_video(tmp_path / "in" / "x" / "a.mp4", 10)
+    code, _, err = run_cli(capsys, "extract", tmp_path / "in", "--out", tmp_path / "cache", "--weights", evil,
+                           "--workers", 0)
+    assert code == EXIT_ERROR and "refused" in err and "Traceback" not in err
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_float16_storage_halves_the_cache_and_keeps_the_features(tmp_path, capsys, weights_file):
+    write_video(tmp_path / "in" / "x" / "a.mp4", textured_frames(10))
+    for dtype in ("float32", "float16"):
+        run_cli(capsys, "extract", tmp_path / "in", "--out", tmp_path / dtype, "--weights", weights_file,
+                "--workers", 0, "--dtype", dtype)
+    with pipeline.open_cache(tmp_path / "float32") as a, pipeline.open_cache(tmp_path / "float16") as b:
+        half = b.features("x/a.mp4")
+        assert half.dtype == np.float16
+        np.testing.assert_allclose(half, a.features("x/a.mp4"), rtol=2e-3, atol=2e-3)
