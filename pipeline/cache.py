@@ -23,6 +23,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +42,19 @@ MAX_OPEN_FILES = 128  # per reading process; opening a file costs about as much 
 
 class CacheError(Exception):
     """A problem with a cache that the user can fix; the message says what and where."""
+
+
+@contextmanager
+def _writing(path: Path):
+    """Turn any failed write (a full disk; h5py says RuntimeError, the OS says OSError) into a
+    CacheError. Finished videos stay intact: they were renamed into place and indexed already."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        # HDF5 buries the OS's reason: "... error message = 'No space left on device', ..."
+        found = re.search(r"error message = '([^']+)'", str(e))
+        reason = found.group(1) if found else getattr(e, "strerror", None) or str(e).splitlines()[0]
+        raise CacheError(f"cannot write to the cache {path}: {reason}; every video finished before this is kept") from None
 
 
 @dataclass
@@ -172,16 +187,20 @@ class CacheWriter:
             return False
         return record.status == "ok" or not retry_failed
 
-    def begin_video(self, video_id: str, label: str, source_path: str, source_fps: float, duration: float):
-        return VideoWriter(self, video_id, label, source_path, source_fps, duration)
+    def begin_video(self, video_id: str, label: str, source_path: str, source_fps: float, duration: float,
+                    frames: int = 0) -> "VideoWriter":
+        """A writer for one video (`frames`: how many to expect, if known); nothing is on disk until
+        its commit()."""
+        return VideoWriter(self, video_id, label, source_path, source_fps, duration, frames)
 
     def record_failure(self, video_id: str, label: str, source_path: str, error: str) -> None:
         self._append(VideoRecord(id=video_id, label=label, status="failed", source_path=source_path, error=error))
 
     def _append(self, record: VideoRecord) -> None:
-        self._index.write((json.dumps(asdict(record), ensure_ascii=False) + "\n").encode("utf-8"))
-        self._index.flush()
-        os.fsync(self._index.fileno())
+        with _writing(self.path):
+            self._index.write((json.dumps(asdict(record), ensure_ascii=False) + "\n").encode("utf-8"))
+            self._index.flush()
+            os.fsync(self._index.fileno())
         self.records[record.id] = record
 
     def _remove_stale_temporaries(self) -> None:
@@ -201,48 +220,63 @@ class CacheWriter:
 
 
 class VideoWriter:
-    """Appends one video's features chunk by chunk to a temporary file; commit() publishes it."""
+    """Collects one video's features, then commit() publishes them as one file.
 
-    def __init__(self, cache: CacheWriter, video_id, label, source_path, source_fps, duration):
+    The HDF5 file is built in memory and written with plain file I/O: HDF5 itself never writes to
+    disk, because after a failed write (a full disk) h5py can crash the process when it closes the
+    file. The cost is holding one video's features in memory: 4 KB a frame in float32.
+    """
+
+    def __init__(self, cache: CacheWriter, video_id, label, source_path, source_fps, duration, frames=0):
         self.cache = cache
         self.record = VideoRecord(
             id=video_id, label=label, status="ok", source_path=str(source_path),
             source_fps=float(source_fps), duration=float(duration),
             file=f"{VIDEOS_DIR}/{video_key(video_id)}.h5",
         )
-        self.final_path = cache.path / self.record.file
-        self.tmp_path = self.final_path.with_name(self.final_path.name + f".tmp-{os.getpid()}")
-        dim = cache.settings["feature_dim"]
-        self.h5 = h5py.File(self.tmp_path, "w")
-        self.features = self.h5.create_dataset(
-            "features", shape=(0, dim), maxshape=(None, dim), dtype=cache.settings["dtype"],
-            chunks=(WINDOW_CHUNK_FRAMES, dim),
-        )
-        self.timestamps = self.h5.create_dataset("timestamps", shape=(0,), maxshape=(None,), dtype="f8", chunks=(4096,))
-        self.source_index = self.h5.create_dataset("source_index", shape=(0,), maxshape=(None,), dtype="i8", chunks=(4096,))
+        self.features = np.empty((frames, cache.settings["feature_dim"]), dtype=cache.settings["dtype"])
+        self.timestamps = np.empty(frames, dtype=np.float64)
+        self.source_index = np.empty(frames, dtype=np.int64)
+        self.filled = 0
 
     def append(self, features: np.ndarray, timestamps: np.ndarray, source_index: np.ndarray) -> None:
-        n, start = len(features), self.features.shape[0]
-        for ds, values in ((self.features, features), (self.timestamps, timestamps), (self.source_index, source_index)):
-            ds.resize(start + n, axis=0)
-            ds[start:] = values
+        start, stop = self.filled, self.filled + len(features)
+        if stop > len(self.features):  # more frames than expected: grow geometrically
+            size = max(stop, 2 * len(self.features))
+            self.features = np.resize(self.features, (size, self.features.shape[1]))
+            self.timestamps, self.source_index = np.resize(self.timestamps, size), np.resize(self.source_index, size)
+        self.features[start:stop], self.timestamps[start:stop], self.source_index[start:stop] = (
+            features, timestamps, source_index)
+        self.filled = stop
+
+    def _file_image(self) -> bytes:
+        n, record = self.filled, self.record
+        with h5py.File(f"{record.file}-in-memory", "w", driver="core", backing_store=False) as h5:
+            h5.create_dataset("features", data=self.features[:n], chunks=(min(n, WINDOW_CHUNK_FRAMES), self.features.shape[1]))
+            h5.create_dataset("timestamps", data=self.timestamps[:n])
+            h5.create_dataset("source_index", data=self.source_index[:n])
+            for key in ("id", "label", "source_path", "source_fps", "duration"):
+                h5.attrs[key] = getattr(record, key)
+            h5.flush()
+            return h5.id.get_file_image()
 
     def commit(self) -> VideoRecord:
-        record = self.record
-        record.frames = int(self.features.shape[0])
-        for key in ("id", "label", "source_path", "source_fps", "duration"):
-            self.h5.attrs[key] = getattr(record, key)
-        self.h5.flush()
-        os.fsync(self.h5.id.get_vfd_handle())
-        self.h5.close()
-        os.replace(self.tmp_path, self.final_path)
-        _fsync_dir(self.final_path.parent)
-        self.cache._append(record)
-        return record
-
-    def abort(self) -> None:
-        self.h5.close()
-        self.tmp_path.unlink(missing_ok=True)
+        self.record.frames = self.filled
+        final_path = self.cache.path / self.record.file
+        tmp_path = final_path.with_name(final_path.name + f".tmp-{os.getpid()}")
+        image = self._file_image()
+        with _writing(self.cache.path):
+            try:
+                with open(tmp_path, "wb") as f:
+                    f.write(image)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp_path, final_path)
+            finally:
+                tmp_path.unlink(missing_ok=True)  # after a failed write; gone already after the rename
+            _fsync_dir(final_path.parent)
+        self.cache._append(self.record)
+        return self.record
 
 
 class FeatureCache:

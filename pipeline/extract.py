@@ -9,6 +9,7 @@ resize in the decoder and crop before anything is copied.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 
@@ -25,6 +26,9 @@ from .inputs import VideoSource
 from .video import VideoDecoder, VideoError, quiet_decoder
 
 DTYPES = ("float32", "float16")
+# A worker that cannot hand over its frames (a full /dev/shm, say) leaves the main process
+# waiting forever; no chunk takes anywhere near this long to decode.
+WORKER_TIMEOUT_S = 600
 
 
 @dataclass
@@ -85,8 +89,6 @@ class DecodeJobs(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        if info:
-            torch.set_num_threads(1)
         quiet_decoder()
         for number in range(worker, len(self.sources), workers):
             yield from self._decode(number)
@@ -104,7 +106,7 @@ class DecodeJobs(IterableDataset):
                 sent += len(times)
                 yield {
                     "kind": "chunk", "video": number, "first": first, "last": sent == total,
-                    "duration": r.duration, "source_fps": r.source_fps,
+                    "duration": r.duration, "source_fps": r.source_fps, "frames_total": total,
                     "times": torch.from_numpy(times), "source_index": torch.from_numpy(source_index),
                     "frames": torch.from_numpy(frames),
                 }
@@ -113,6 +115,24 @@ class DecodeJobs(IterableDataset):
             yield {"kind": "failed", "video": number, "error": str(e)}
         except Exception as e:  # a bug or an unexpected library error: keep the run going, say what it was
             yield {"kind": "failed", "video": number, "error": f"unexpected {type(e).__name__}: {e}"[:300]}
+
+
+def _init_decode_worker(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # one process per core is the parallelism; threads would fight it
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """A worker blocked on a full queue outlives a `kill -9` of the main process, holding memory
+    for good; on Linux, ask the kernel to kill it when its parent dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except OSError:  # not Linux: nothing to do
+        pass
+    if os.getppid() == 1:  # the parent died before prctl
+        os._exit(1)
 
 
 class _Batcher:
@@ -170,6 +190,7 @@ def _run(todo, cache: CacheWriter, extractor: FeatureExtractor, options: Extract
         batch_size=None, num_workers=workers, pin_memory=on_gpu,
         multiprocessing_context="spawn" if workers else None,  # no fork of a process holding CUDA or threads
         prefetch_factor=4 if workers else None, in_order=False,
+        worker_init_fn=_init_decode_worker, timeout=WORKER_TIMEOUT_S if workers else 0,
     )
     writers = {}  # video number -> VideoWriter, for videos in flight
     batcher = _Batcher(batch_size)
@@ -201,8 +222,7 @@ def _run(todo, cache: CacheWriter, extractor: FeatureExtractor, options: Extract
             number = item["video"]
             source = todo[number]
             if item["kind"] == "failed":
-                if number in writers:
-                    writers.pop(number).abort()
+                if writers.pop(number, None):
                     batcher.drop_video(number)
                 cache.record_failure(source.id, source.label, str(source.path), item["error"])
                 summary.failures.append((source.id, item["error"]))
@@ -210,14 +230,14 @@ def _run(todo, cache: CacheWriter, extractor: FeatureExtractor, options: Extract
                 continue
             if item["first"]:
                 writers[number] = cache.begin_video(
-                    source.id, source.label, str(source.path), item["source_fps"], item["duration"])
+                    source.id, source.label, str(source.path), item["source_fps"], item["duration"], item["frames_total"])
             if batcher.add(item):
                 run_batch()
         run_batch()
-    except OSError as e:
-        raise CacheError(f"cannot write to the cache {cache.path}: {e.strerror or e}; "
-                         f"every video finished before this is kept") from None
+    except RuntimeError as e:
+        if "DataLoader" not in str(e):
+            raise
+        raise CacheError(f"the decoding workers stopped ({str(e).splitlines()[0]}); is /dev/shm full? "
+                         f"Rerun with fewer --workers or --batch-size; every video finished before this is kept") from None
     finally:
-        for writer in writers.values():
-            writer.abort()
         bar.close()

@@ -9,6 +9,7 @@ one, and a variable-frame-rate source is followed by its real timestamps.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -74,10 +75,23 @@ def quiet_decoder() -> None:
     decord.logging.set_level(decord.logging.QUIET)
 
 
+# decord's messages for common bad files, and what they mean to a user.
+_KNOWN_ERRORS = (
+    ("cannot find video stream", "no video stream (an audio-only file?)"),
+    ("Failed to measure duration/frame-count", "not a video: no frame count or duration (an image or a broken file?)"),
+    ("Error reading", "not a readable video container (truncated, or not a video file)"),
+    ("Invalid data found", "not a readable video container (truncated, or not a video file)"),
+)
+
+
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    # decord's errors carry a C++ stack trace after the first line; the first line is the reason.
-    return (text[0] if text else type(error).__name__)[:300]
+    text = str(error).strip()
+    for marker, reason in _KNOWN_ERRORS:
+        if marker in text:
+            return reason
+    # decord prefixes "[time] /path/file.cc:123: " and appends a C++ stack trace: keep the message.
+    first = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", text.splitlines()[0] if text else type(error).__name__)
+    return first[:300]
 
 
 class VideoDecoder:

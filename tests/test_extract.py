@@ -139,7 +139,7 @@ def test_a_bad_video_is_recorded_as_failed_and_the_rest_still_done(tmp_path, cap
     code, out, err = run_cli(capsys, "extract", tmp_path / "in", "--out", tmp_path / "cache",
                              "--weights", weights_file, "--workers", 0)
     assert code == EXIT_SOME_FAILED
-    assert "failed: x/bad.mp4: cannot decode" in out and "Traceback" not in err
+    assert "failed: x/bad.mp4: cannot decode: not a readable video container" in out and "Traceback" not in err
     videos = {v["id"]: v for v in info_json(capsys, tmp_path / "cache")["videos"]}
     assert videos["x/good.mp4"]["status"] == "ok"
     assert videos["x/bad.mp4"]["status"] == "failed" and videos["x/bad.mp4"]["error"].startswith("cannot decode")

@@ -1,0 +1,189 @@
+"""Extraction survives kill -9, bad files, a second writer, other settings and write errors."""
+
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from videos import textured_frames, write_video
+
+import pipeline
+from pipeline.cache import CacheWriter, read_settings
+from pipeline.cli import EXIT_ERROR, EXIT_SOME_FAILED, main
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    from torchvision.models import alexnet
+
+    torch.manual_seed(7)
+    path = tmp_path_factory.mktemp("weights") / "alexnet.pth"
+    torch.save(alexnet(weights=None).state_dict(), path)
+    return path
+
+
+def extract_command(input_dir, cache, weights, *extra):
+    return [sys.executable, "-m", "pipeline", "extract", str(input_dir), "--out", str(cache),
+            "--weights", str(weights), "--workers", "1", "--batch-size", "8", *map(str, extra)]
+
+
+def assert_cache_intact(cache):
+    """Every video the index lists as ok opens with all its frames."""
+    if not (cache / "settings.json").exists():  # killed before the cache was made
+        assert not any(cache.glob("videos/*.h5"))
+        return 0
+    with pipeline.open_cache(cache) as c:
+        for video_id in c.video_ids:
+            assert c.features(video_id).shape == (c.num_frames(video_id), 1000)
+            assert len(c.timestamps(video_id)) == c.num_frames(video_id)
+        return len(c.video_ids)
+
+
+def test_kill_9_at_random_moments_loses_no_finished_video_and_a_rerun_equals_a_clean_run(tmp_path, weights_file):
+    for i in range(8):
+        write_video(tmp_path / "in" / f"class{i % 2}" / f"v{i}.mp4", textured_frames(15, seed=i), fps=25)
+    main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "clean"), "--weights", str(weights_file),
+          "--workers", "0", "--batch-size", "8"])
+
+    cache, rng, done_before = tmp_path / "killed", random.Random(0), 0
+    for _ in range(3):
+        process = subprocess.Popen(extract_command(tmp_path / "in", cache, weights_file),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 6.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        done = assert_cache_intact(cache)
+        assert done >= done_before  # nothing finished is ever lost
+        done_before = done
+    finished = subprocess.run(extract_command(tmp_path / "in", cache, weights_file), capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+
+    index_lines = [json.loads(line) for line in (cache / "index.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in index_lines) == sorted(set(r["id"] for r in index_lines))  # each video once
+    assert not list(cache.glob("videos/*.tmp-*"))
+    with pipeline.open_cache(tmp_path / "clean") as clean, pipeline.open_cache(cache) as resumed:
+        assert resumed.video_ids == clean.video_ids
+        for video_id in clean.video_ids:
+            np.testing.assert_allclose(resumed.features(video_id), clean.features(video_id), rtol=1e-4, atol=1e-4)
+
+
+def test_a_second_writer_on_the_same_cache_is_refused(tmp_path, capsys, weights_file):
+    write_video(tmp_path / "in" / "x" / "a.mp4", 10)
+    main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "cache"), "--weights", str(weights_file),
+          "--workers", "0"])
+    capsys.readouterr()
+    with CacheWriter(tmp_path / "cache", read_settings(tmp_path / "cache")):  # the first writer, still running
+        code = main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "cache"), "--weights", str(weights_file),
+                     "--workers", "0"])
+    assert code == EXIT_ERROR and "another `pipeline extract` is writing" in capsys.readouterr().err
+
+
+def write_audio_only(path):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for i in range(10):
+            frame.pts = i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def make_bad_inputs(folder):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "random.mp4").write_bytes(np.random.default_rng(0).bytes(50_000))
+    good = write_video(folder.parent.parent / "whole.mp4", 30).read_bytes()
+    (folder / "truncated.mp4").write_bytes(good[: len(good) // 2])
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(folder / "image.png")
+    os.rename(folder / "image.png", folder / "image.mp4")
+    (folder / "text.mp4").write_text("just some text\n")
+    write_audio_only(folder / "audio.mp4")
+    return {"empty.mp4": "empty file", "random.mp4": "cannot decode", "truncated.mp4": "cannot decode",
+            "image.mp4": "cannot decode", "text.mp4": "cannot decode", "audio.mp4": "cannot decode: no video stream"}
+
+
+def test_bad_files_are_reported_one_by_one_and_the_good_ones_are_kept(tmp_path, weights_file):
+    expected = make_bad_inputs(tmp_path / "in" / "bad")
+    write_video(tmp_path / "in" / "good" / "ok.mp4", 12)
+    run = subprocess.run(extract_command(tmp_path / "in", tmp_path / "cache", weights_file),
+                         capture_output=True, text=True)
+    assert run.returncode == EXIT_SOME_FAILED
+    assert "Traceback" not in run.stderr and "Traceback" not in run.stdout
+    for name, reason in expected.items():
+        assert f"failed: bad/{name}: {reason}" in run.stdout
+    info = json.loads(subprocess.run([sys.executable, "-m", "pipeline", "info", str(tmp_path / "cache"), "--json"],
+                                     capture_output=True, text=True, check=True).stdout)
+    status = {v["id"]: (v["status"], v["error"]) for v in info["videos"]}
+    assert status["good/ok.mp4"] == ("ok", "")
+    for name, reason in expected.items():
+        assert status[f"bad/{name}"][0] == "failed" and reason in status[f"bad/{name}"][1]
+
+
+def test_failed_videos_are_retried_by_a_later_run_unless_skip_failed(tmp_path, capsys, weights_file):
+    (tmp_path / "in" / "x").mkdir(parents=True)
+    (tmp_path / "in" / "x" / "late.mp4").write_bytes(b"")
+    args = ["extract", str(tmp_path / "in"), "--out", str(tmp_path / "cache"), "--weights", str(weights_file),
+            "--workers", "0"]
+    assert main(args) == EXIT_SOME_FAILED
+    assert main(args + ["--skip-failed"]) == 0
+    write_video(tmp_path / "in" / "x" / "late.mp4", 10)  # the file is fixed: a plain rerun picks it up
+    assert main(args) == 0
+    capsys.readouterr()
+    with pipeline.open_cache(tmp_path / "cache") as c:
+        assert c.video_ids == ["x/late.mp4"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_an_unreadable_file_is_reported(tmp_path, capsys, weights_file):
+    path = write_video(tmp_path / "in" / "x" / "locked.mp4", 10)
+    path.chmod(0)
+    code = main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "cache"), "--weights", str(weights_file),
+                 "--workers", "0"])
+    assert code == EXIT_SOME_FAILED and "permission" in capsys.readouterr().out
+
+
+def test_odd_but_valid_videos_succeed(tmp_path, capsys, weights_file):
+    write_video(tmp_path / "in" / "odd" / "one frame.mp4", 1)
+    write_video(tmp_path / "in" / "odd" / "odd size.mp4", [np.full((17, 33, 3), 120, np.uint8)] * 5)
+    write_video(tmp_path / "in" / "odd" / "portrait.mp4", textured_frames(5, width=48, height=96))
+    write_video(tmp_path / "in" / "vidéos à part" / "clip ünïcode 映像.mp4", 8)
+    code = main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "cache"), "--weights", str(weights_file),
+                 "--workers", "0"])
+    assert code == 0, capsys.readouterr()
+    with pipeline.open_cache(tmp_path / "cache") as c:
+        assert c.num_frames("odd/one frame.mp4") == 1
+        assert c.num_frames("odd/odd size.mp4") == 5
+        assert c.num_frames("odd/portrait.mp4") == 5
+        assert c.label("vidéos à part/clip ünïcode 映像.mp4") == "vidéos à part"
+
+
+def _limit_file_size():
+    # Files may not grow past 1 MB: the 'disk' fills up after a few videos. Ignoring SIGXFSZ turns
+    # the kill the kernel would send into an EFBIG write error, as a full disk gives ENOSPC.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+
+def test_a_write_error_stops_with_a_clear_message_and_keeps_the_finished_videos(tmp_path, weights_file):
+    write_video(tmp_path / "in" / "x" / "a_short.mp4", textured_frames(10))
+    write_video(tmp_path / "in" / "x" / "b_long.mp4", textured_frames(300), fps=30)  # 1.2 MB of features
+    # --workers 0: the limit would also stop the workers' shared-memory hand-over of frames
+    command = extract_command(tmp_path / "in", tmp_path / "cache", weights_file) + ["--workers", "0"]
+    run = subprocess.run(command, capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=300)
+    assert run.returncode == EXIT_ERROR, run.stderr
+    assert "cannot write to the cache" in run.stderr and "Traceback" not in run.stderr
+    assert assert_cache_intact(tmp_path / "cache") == 1
