@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -168,6 +169,7 @@ class CacheWriter:
         self._repair_index_tail()
         self.records = read_index(self.path)
         self._index = open(self.path / INDEX_FILE, "ab")
+        self._index_lock = threading.Lock()  # failures are recorded by the main thread, videos by a writer thread
 
     def __enter__(self):
         return self
@@ -197,7 +199,7 @@ class CacheWriter:
         self._append(VideoRecord(id=video_id, label=label, status="failed", source_path=source_path, error=error))
 
     def _append(self, record: VideoRecord) -> None:
-        with _writing(self.path):
+        with self._index_lock, _writing(self.path):
             self._index.write((json.dumps(asdict(record), ensure_ascii=False) + "\n").encode("utf-8"))
             self._index.flush()
             os.fsync(self._index.fileno())

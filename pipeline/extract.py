@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -174,70 +176,100 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
         todo = [s for s in sources if not cache.is_done(s.id, options.retry_failed)]
         summary.skipped = len(sources) - len(todo)
         if todo:
+            batch_size = options.batch_size or (512 if device.type == "cuda" else 32)
+            items = iter(decode_loader(todo, options, batch_size, pin_memory=device.type == "cuda"))
+            # The workers start (importing torch, opening videos) while the model loads.
             extractor = FeatureExtractor.create(state_dict, device, options.precision)
-            _run(todo, cache, extractor, options, summary)
+            _ExtractLoop(todo, cache, extractor, batch_size, summary, options.progress).run(items)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _run(todo, cache: CacheWriter, extractor: FeatureExtractor, options: ExtractOptions, summary: ExtractSummary):
-    on_gpu = extractor.device.type == "cuda"
-    batch_size = options.batch_size or (512 if on_gpu else 32)
+def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: int, pin_memory: bool) -> DataLoader:
+    """Chunks of decoded, resized and cropped frames from every video, decoded in worker processes."""
     workers = options.workers if options.workers is not None else max(1, (os.cpu_count() or 2) - 1)
     workers = min(workers, len(todo))
-    loader = DataLoader(
+    return DataLoader(
         DecodeJobs(todo, options.fps, chunk_frames=min(batch_size, 128)),
-        batch_size=None, num_workers=workers, pin_memory=on_gpu,
+        batch_size=None, num_workers=workers, pin_memory=pin_memory,
         multiprocessing_context="spawn" if workers else None,  # no fork of a process holding CUDA or threads
         prefetch_factor=4 if workers else None, in_order=False,
         worker_init_fn=_init_decode_worker, timeout=WORKER_TIMEOUT_S if workers else 0,
     )
-    writers = {}  # video number -> VideoWriter, for videos in flight
-    batcher = _Batcher(batch_size)
-    bar = tqdm(total=len(todo), unit="video", desc="extract", disable=not options.progress, dynamic_ncols=True)
-    frames_done = 0
 
-    def run_batch():
-        nonlocal frames_done
-        chunks = batcher.take()
+
+class _ExtractLoop:
+    """Turns decoded chunks into committed videos: batches them for the CNN, fills each video's
+    writer, and hands finished videos to one writer thread, so fsyncs never stall the GPU."""
+
+    MAX_PENDING_COMMITS = 32  # bounds the memory held by finished videos waiting for the disk
+
+    def __init__(self, todo, cache: CacheWriter, extractor: FeatureExtractor, batch_size: int,
+                 summary: ExtractSummary, progress: bool):
+        self.todo, self.cache, self.extractor, self.summary = todo, cache, extractor, summary
+        self.batcher = _Batcher(batch_size)
+        self.writers = {}  # video number -> VideoWriter, for videos in flight
+        self.commits: deque[Future] = deque()
+        self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
+        self.bar = tqdm(total=len(todo), unit="video", desc="extract", disable=not progress, dynamic_ncols=True)
+        self.frames_seen = 0
+
+    def run(self, items) -> None:
+        try:
+            for item in items:
+                if item["kind"] == "failed":
+                    self._fail(item["video"], item["error"])
+                    continue
+                if item["first"]:
+                    source = self.todo[item["video"]]
+                    self.writers[item["video"]] = self.cache.begin_video(
+                        source.id, source.label, str(source.path), item["source_fps"], item["duration"],
+                        item["frames_total"])
+                if self.batcher.add(item):
+                    self._run_batch()
+                self._collect_commits(wait=len(self.commits) > self.MAX_PENDING_COMMITS)
+            self._run_batch()
+            while self.commits:
+                self._collect_commits(wait=True)
+        except RuntimeError as e:
+            if "DataLoader" not in str(e):
+                raise
+            raise CacheError(
+                f"the decoding workers stopped ({str(e).splitlines()[0]}); is /dev/shm full? Rerun with fewer "
+                f"--workers or a smaller --batch-size; every video finished before this is kept") from None
+        finally:
+            self.committer.shutdown(wait=True, cancel_futures=True)
+            self.bar.close()
+
+    def _fail(self, number: int, error: str) -> None:
+        source = self.todo[number]
+        if self.writers.pop(number, None):  # it failed midway: forget the frames it sent
+            self.batcher.drop_video(number)
+        self.cache.record_failure(source.id, source.label, str(source.path), error)
+        self.summary.failures.append((source.id, error))
+        self.bar.update(1)
+
+    def _run_batch(self) -> None:
+        chunks = self.batcher.take()
         if not chunks:
             return
-        features = extractor(torch.cat([c["frames"] for c in chunks])).cpu().numpy()
+        features = self.extractor(torch.cat([c["frames"] for c in chunks])).cpu().numpy()
         offset = 0
         for c in chunks:
             n = len(c["times"])
-            writer = writers[c["video"]]
-            writer.append(features[offset:offset + n], c["times"].numpy(), c["source_index"].numpy())
+            self.writers[c["video"]].append(features[offset:offset + n], c["times"].numpy(), c["source_index"].numpy())
             offset += n
             if c["last"]:
-                record = writers.pop(c["video"]).commit()
-                summary.done += 1
-                summary.frames += record.frames
-                bar.update(1)
-        frames_done += len(features)
-        bar.set_postfix_str(f"{frames_done / max(bar.format_dict['elapsed'], 1e-9):.0f} frames/s", refresh=False)
+                self.commits.append(self.committer.submit(self.writers.pop(c["video"]).commit))
+        self.frames_seen += len(features)
+        rate = self.frames_seen / max(self.bar.format_dict["elapsed"], 1e-9)
+        self.bar.set_postfix_str(f"{rate:.0f} frames/s", refresh=False)
 
-    try:
-        for item in loader:
-            number = item["video"]
-            source = todo[number]
-            if item["kind"] == "failed":
-                if writers.pop(number, None):
-                    batcher.drop_video(number)
-                cache.record_failure(source.id, source.label, str(source.path), item["error"])
-                summary.failures.append((source.id, item["error"]))
-                bar.update(1)
-                continue
-            if item["first"]:
-                writers[number] = cache.begin_video(
-                    source.id, source.label, str(source.path), item["source_fps"], item["duration"], item["frames_total"])
-            if batcher.add(item):
-                run_batch()
-        run_batch()
-    except RuntimeError as e:
-        if "DataLoader" not in str(e):
-            raise
-        raise CacheError(f"the decoding workers stopped ({str(e).splitlines()[0]}); is /dev/shm full? "
-                         f"Rerun with fewer --workers or --batch-size; every video finished before this is kept") from None
-    finally:
-        bar.close()
+    def _collect_commits(self, wait: bool) -> None:
+        """Count the videos the writer thread has committed; re-raise its error (a full disk)."""
+        while self.commits and (wait or self.commits[0].done()):
+            record = self.commits.popleft().result()
+            self.summary.done += 1
+            self.summary.frames += record.frames
+            self.bar.update(1)
+            wait = False
