@@ -1,0 +1,148 @@
+"""How close `pipeline extract` runs to its ceilings, measured in one run on the same videos.
+
+    python benchmarks/bench_extract.py [--size 320x240|720p|1080p] [--videos N] [--seconds S]
+                                       [--folder DIR] [--device auto] [--batch-size N] [--workers N]
+
+Three figures, in frames/s of 30 fps output:
+  decode ceiling  the same decode workers, decoder resize and crop, and no CNN
+  cnn ceiling     the same model, device, batch size and precision on frames already in memory
+  extract         pipeline's extract() end to end into a new cache (worker start-up included)
+Last line: extract_ratio = extract / the lower ceiling. Targets: >= 0.85 on a 2-core CPU
+(bound by the CNN), >= 0.9 on a GPU box (bound by decoding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.extract import ExtractOptions, decode_loader, extract, resolve_device
+from pipeline.features import CROP_SIZE, FeatureExtractor, resolve_weights
+from pipeline.inputs import find_videos
+
+SIZES = {"320x240": (320, 240), "720p": (1280, 720), "1080p": (1920, 1080)}
+
+
+def _write_one(job):
+    """One H.264 clip of a texture panning under a moving light: cheap to make, not trivial to code."""
+    import av
+
+    path, width, height, frames, seed = job
+    rng = np.random.default_rng(seed)
+    texture = rng.integers(0, 256, size=(height // 8 + 2, width // 8 + 2, 3), dtype=np.uint8)
+    texture = np.kron(texture, np.ones((8, 8, 1), np.uint8))  # 8x8 blocks: like real footage, not noise
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(30))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "23"}
+        for i in range(frames):
+            dy, dx = i % 8, (2 * i) % 8
+            image = texture[dy:dy + height, dx:dx + width]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def make_videos(folder: Path, size: str, count: int, seconds: float) -> None:
+    width, height = SIZES[size]
+    jobs = [(str(folder / f"class{i % 2}" / f"clip{i:04d}.mp4"), width, height, int(seconds * 30), i)
+            for i in range(count)]
+    for c in range(2):
+        (folder / f"class{c}").mkdir(parents=True, exist_ok=True)
+    with Pool(os.cpu_count()) as pool:
+        pool.map(_write_one, jobs)
+
+
+def decode_ceiling(sources, options: ExtractOptions, batch_size: int, pin: bool) -> tuple[int, float]:
+    start = time.perf_counter()
+    frames = sum(len(item["times"]) for item in decode_loader(sources, options, batch_size, pin) if item["kind"] == "chunk")
+    return frames, time.perf_counter() - start
+
+
+def cnn_ceiling(extractor: FeatureExtractor, batch_size: int, seconds: float) -> float:
+    frames = torch.randint(0, 256, (batch_size, CROP_SIZE, CROP_SIZE, 3), dtype=torch.uint8)
+    if extractor.device.type == "cuda":
+        frames = frames.pin_memory()
+    for _ in range(3):  # warm-up: cudnn autotuning, allocator
+        extractor(frames).cpu()
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        extractor(frames).cpu()  # the same host round trip extract makes
+        done += batch_size
+    return done / (time.perf_counter() - start)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", default="320x240", choices=sorted(SIZES))
+    parser.add_argument("--videos", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each generated video")
+    parser.add_argument("--folder", help="use these videos instead of generated ones")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--cnn-seconds", type=float, default=15.0, help="how long to time the CNN alone")
+    args = parser.parse_args(argv)
+
+    device = resolve_device(args.device)
+    batch_size = args.batch_size or (512 if device.type == "cuda" else 32)
+    options = ExtractOptions(weights="random", device=args.device, batch_size=batch_size, workers=args.workers,
+                             precision=args.precision, progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.folder) if args.folder else Path(tmp) / "videos"
+        if not args.folder:
+            started = time.perf_counter()
+            make_videos(folder, args.size, args.videos, args.seconds)
+            print(f"made {args.videos} videos of {args.seconds:g} s at {args.size} in {time.perf_counter() - started:.1f} s")
+        sources = find_videos(folder)
+        print(f"machine: {machine()}; torch {torch.__version__}; device {device}, batch {batch_size}, "
+              f"precision {args.precision}, workers {args.workers if args.workers is not None else 'default'}")
+
+        frames, seconds = decode_ceiling(sources, options, batch_size, pin=device.type == "cuda")
+        decode_fps = frames / seconds
+        print(f"decode ceiling: {decode_fps:9.1f} frames/s ({frames} frames in {seconds:.1f} s)")
+
+        state_dict, _ = resolve_weights("random")
+        extractor = FeatureExtractor.create(state_dict, device, args.precision)
+        cnn_fps = cnn_ceiling(extractor, batch_size, args.cnn_seconds)
+        print(f"cnn ceiling:    {cnn_fps:9.1f} frames/s")
+        del extractor
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+        summary = extract(sources, Path(tmp) / "cache", options)
+        extract_fps = summary.frames / summary.seconds
+        print(f"extract:        {extract_fps:9.1f} frames/s ({summary.frames} frames in {summary.seconds:.1f} s, "
+              f"{len(summary.failures)} failed)")
+    bound = "decode" if decode_fps < cnn_fps else "cnn"
+    print(f"bound by {bound}; extract_ratio = extract / min(decode, cnn)")
+    print(f"extract_ratio={extract_fps / min(decode_fps, cnn_fps):.3f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
