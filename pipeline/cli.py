@@ -41,12 +41,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summary of a cache")
     p.add_argument("cache")
     p.add_argument("--json", action="store_true", help="one JSON object: settings and videos")
+
+    _add_train_parsers(sub)
     return parser
+
+
+def _add_train_parsers(sub) -> None:
+    # Options default to None so that `--resume` can tell the ones given from the run's own (train.TrainSettings).
+    p = sub.add_parser("train", help="stage two: train the LSTM on windows of a cache's features")
+    p.add_argument("cache", help="the feature cache made by `pipeline extract`")
+    p.add_argument("--out", required=True, help="the run folder: checkpoints, metrics, split, plots")
+    p.add_argument("--window", type=int, help="frames per window (default 30)")
+    p.add_argument("--stride", type=int, help="frames between window starts (default 15)")
+    p.add_argument("--epochs", type=int, help="epochs in all, also when resuming (default 30)")
+    p.add_argument("--hidden", type=int, help="LSTM hidden size (default 256)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int, help="windows per batch (default 64)")
+    p.add_argument("--val-fraction", type=float, help="share of each label's videos for validation (default 0.2)")
+    p.add_argument("--seed", type=int, help="fixes the split, initial weights, batch order (default 0)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--data", choices=["auto", "ram", "stream"],
+                   help="hold features in RAM, or stream them from the cache (default auto: RAM if they fit)")
+    p.add_argument("--workers", type=int,
+                   help="processes reading the cache in stream mode (default: 0 on a CPU with few cores, "
+                        "where reading between steps is faster; up to 4 with a GPU)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+
+    p = sub.add_parser("evaluate", help="metrics of a run's best checkpoint")
+    p.add_argument("run", help="the run folder of `pipeline train`")
+    p.add_argument("cache", nargs="?",
+                   help="evaluate on every video of this cache (default: the run's validation videos)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--json", action="store_true", help="one JSON object with the metrics")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"extract": cmd_extract, "info": cmd_info}[args.command]
+    command = {"extract": cmd_extract, "info": cmd_info, "train": cmd_train, "evaluate": cmd_evaluate}[args.command]
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -61,8 +92,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix: printed as one message, never as a traceback."""
     from .cache import CacheError
     from .inputs import InputError
+    from .train import TrainError
 
-    errors = [CacheError, InputError]
+    errors = [CacheError, InputError, TrainError]
     try:  # features.py needs torchvision only when called; its error type is plain
         from .features import WeightsError
         errors.append(WeightsError)
@@ -126,3 +158,53 @@ def _weights_text(w: dict) -> str:
     if w.get("name") == "random":
         return f"RANDOM INIT (seed {w.get('seed')})"
     return f"{w.get('name')} ({w.get('file')}, sha256 {w.get('sha256', '')[:12]})"
+
+
+def cmd_train(args) -> int:
+    from dataclasses import fields
+
+    from .train import TrainSettings, fit, resume_settings
+
+    names = {f.name for f in fields(TrainSettings)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    settings = resume_settings(args.out, given) if args.resume else TrainSettings(**given)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    result = fit(settings, resume=args.resume, log=log)
+    best = result.best
+    if result.start_epoch >= settings.epochs:
+        print(f"{result.out}: nothing to do: the run has {result.start_epoch} epochs (--epochs {settings.epochs})")
+    if best is None:
+        return 0
+    if best.get("val_video_acc") is not None:
+        print(f"{result.out}: best epoch {best['epoch']}: validation video accuracy {best['val_video_acc']:.3f}, "
+              f"window accuracy {best['val_window_acc']:.3f} (best.pt)")
+    else:
+        print(f"{result.out}: trained {best['epoch']} epochs without validation videos (best.pt = last.pt)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .train import evaluate_run
+
+    report = evaluate_run(args.run, args.cache, device=args.device, progress=not args.json)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    labels = report["labels"]
+    print(f"run        {report['run']} ({report['checkpoint']}, epoch {report['epoch']})")
+    print(f"evaluated  {report['videos_evaluated']} of {report['cache']}: "
+          f"{report['videos']} videos, {report['windows']} windows")
+    print(f"accuracy   windows {report['window_accuracy']:.3f}, videos {report['video_accuracy']:.3f}")
+    width = max(len(label) for label in labels)
+    print(f"\nper class (videos)\n  {'label':<{width}}  precision  recall  support")
+    for label in labels:
+        c = report["per_class"][label]
+        print(f"  {label:<{width}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['support']:7d}")
+    print("\nconfusion (videos; rows: true, columns: predicted, in the order above)")
+    cell = max(len(str(n)) for row in report["confusion"] for n in row)
+    for label, row in zip(labels, report["confusion"]):
+        print(f"  {label:<{width}}  " + " ".join(f"{n:>{cell}}" for n in row))
+    return 0

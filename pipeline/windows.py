@@ -4,7 +4,8 @@ the two ways to feed batches of windows to the model.
 - RAM: every video's features in ONE contiguous float32 tensor; a batch is gathered with one
   index_select of (window first row + 0..window-1) rows, so there is no per-window Python call.
 - Stream: a Dataset whose items are whole batches, read window by window from the cache's HDF5
-  files in DataLoader workers; the FeatureCache opens its files lazily in each worker.
+  files by DataLoader workers (the FeatureCache opens its files lazily in each worker), or by the
+  training process itself where that is faster (see default_workers).
 
 Both are driven by EpochBatches, whose shuffle depends only on (seed, epoch): a resumed run sees
 the same batches as an uninterrupted one.
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from .cache import FeatureCache
 
 RAM_FRACTION = 0.4  # --data auto holds features in RAM when they take under this share of the free memory
+GPU_FRACTION = 0.5  # in RAM mode on CUDA, features move to the GPU when they take under this share of its free memory
 STD_FLOOR = 1e-3  # a feature (nearly) constant on the training frames would blow up on any other frame
 
 
@@ -72,7 +74,8 @@ def build_windows(ids: list[str], lengths, video_labels, window: int, stride: in
     return Windows(list(ids), lengths, np.asarray(video_labels, dtype=np.int64), video, start, window)
 
 
-def cache_windows(cache: FeatureCache, ids: list[str], label_index: dict[str, int], window: int, stride: int) -> Windows:
+def cache_windows(cache: FeatureCache, ids: list[str], label_index: dict[str, int], window: int,
+                  stride: int) -> Windows:
     lengths = [cache.num_frames(v) for v in ids]
     labels = [label_index[cache.label(v)] for v in ids]
     return build_windows(ids, lengths, labels, window, stride)
@@ -186,15 +189,17 @@ class EpochBatches:
 
 
 class RamBatches:
-    """Iterable of (x (B, window, D), y (B,)) batches gathered from features held in RAM."""
+    """Iterable of (x (B, window, D), y (B,)) batches gathered from features held in memory: in RAM,
+    or in GPU memory (then batches are gathered there, and nothing is copied per batch)."""
 
     def __init__(self, features: torch.Tensor, offsets: np.ndarray, windows: Windows, batches: EpochBatches):
         self.features, self.batches, self.window = features, batches, windows.window
         offsets = torch.as_tensor(offsets[windows.video] if len(windows) else np.zeros(0, np.int64))
-        self.first = offsets + torch.as_tensor(windows.start)  # (N,) row of each window's first frame
-        self.last = offsets + torch.as_tensor(windows.lengths[windows.video] - 1)  # (N,) its video's last row
-        self.targets = torch.as_tensor(windows.targets)
-        self.steps = torch.arange(self.window)
+        device = features.device
+        self.first = (offsets + torch.as_tensor(windows.start)).to(device)  # (N,) row of each window's first frame
+        self.last = (offsets + torch.as_tensor(windows.lengths[windows.video] - 1)).to(device)  # its video's last row
+        self.targets = torch.as_tensor(windows.targets).to(device)
+        self.steps = torch.arange(self.window, device=device)
 
     def set_epoch(self, epoch: int) -> None:
         self.batches.set_epoch(epoch)
@@ -204,6 +209,7 @@ class RamBatches:
 
     def __iter__(self):
         for idx in self.batches:
+            idx = idx.to(self.features.device)
             # rows past a short video's end repeat its last frame (the padding policy of window_starts)
             rows = torch.minimum(self.first[idx, None] + self.steps, self.last[idx, None])
             x = self.features.index_select(0, rows.view(-1)).view(len(idx), self.window, -1)
@@ -220,14 +226,20 @@ class StreamWindows(Dataset):
     def __getitem__(self, idx):
         w = self.windows
         idx = np.asarray(idx, dtype=np.int64)
-        x = np.empty((len(idx), w.window, self.cache.settings["feature_dim"]), dtype=np.float32)
-        for j, i in enumerate(idx):
-            vid, start = int(w.video[i]), int(w.start[i])
+        shape = (len(idx), w.window, self.cache.settings["feature_dim"])
+        if get_worker_info() is not None:
+            # allocated in shared memory, as default_collate does: handing it over copies nothing
+            storage = torch.UntypedStorage._new_shared(math.prod(shape) * 4)
+            x = torch.empty(0, dtype=torch.float32).set_(storage, 0, shape)
+        else:
+            x = torch.empty(shape, dtype=torch.float32)
+        out = x.numpy()
+        for j, (vid, start) in enumerate(zip(w.video[idx].tolist(), w.start[idx].tolist())):
             stop = min(start + w.window, int(w.lengths[vid]))
             rows = self.cache.features(w.ids[vid], start, stop)
-            x[j, : stop - start] = rows
-            x[j, stop - start:] = rows[-1]  # a short video: repeat its last frame
-        return torch.from_numpy(x), torch.as_tensor(w.targets[idx])
+            out[j, : stop - start] = rows
+            out[j, stop - start:] = rows[-1]  # a short video: repeat its last frame
+        return x, torch.as_tensor(w.targets[idx])
 
 
 def _one_thread(_worker_id: int) -> None:
@@ -242,6 +254,7 @@ class StreamBatches:
         self.loader = DataLoader(
             StreamWindows(cache, windows), sampler=batches, batch_size=None, num_workers=workers,
             worker_init_fn=_one_thread, persistent_workers=workers > 0, pin_memory=pin_memory,
+            generator=torch.Generator(),  # else starting the workers draws from the global RNG: other dropout masks
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -254,7 +267,12 @@ class StreamBatches:
         return iter(self.loader)
 
 
-def default_workers() -> int:
-    """Stream-mode reader processes: half the cores, at least one, at most four (reads are cheap
-    next to the LSTM, which wants the cores)."""
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
+def default_workers(device: torch.device) -> int:
+    """Stream-mode reader processes. Training on the CPU keeps every core busy, and a reader process
+    preempting its threads costs more than reading in the training process between steps (on 2
+    cores: 0.61 against 0.84 of the in-RAM speed), so readers come only with spare cores. Training
+    on a GPU leaves the cores to the readers."""
+    cores = os.cpu_count() or 1
+    if device.type == "cpu":
+        return min(4, max(0, (cores - 4) // 4))  # 2 or 4 cores: 0, 8: 1, 16: 3
+    return min(4, max(1, cores // 2))

@@ -1,0 +1,61 @@
+"""PNG plots of a training run, returned as bytes so the caller writes them atomically.
+matplotlib is imported inside the functions, with the Agg backend: no display needed."""
+
+from __future__ import annotations
+
+import io
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def curves_png(history: list[dict]) -> bytes:
+    """Loss and accuracies per epoch (training, validation windows, validation videos)."""
+    plt = _pyplot()
+    epochs = [m["epoch"] for m in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [m["train_loss"] for m in history], label="train")
+    ax_acc.plot(epochs, [m["train_acc"] for m in history], label="train windows")
+    if any(m.get("val_loss") is not None for m in history):
+        ax_loss.plot(epochs, [m.get("val_loss") for m in history], label="validation")
+        ax_acc.plot(epochs, [m.get("val_window_acc") for m in history], label="validation windows")
+        ax_acc.plot(epochs, [m.get("val_video_acc") for m in history], label="validation videos")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return _png(fig)
+
+
+def confusion_png(confusion: list[list[int]], labels: list[str], title: str) -> bytes:
+    """Confusion matrix, rows = true label, columns = predicted label, counts in the cells."""
+    plt = _pyplot()
+    n = len(labels)
+    size = min(4 + 0.4 * n, 20)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    if n <= 30:
+        top = max((max(row) for row in confusion), default=0)
+        for i, row in enumerate(confusion):
+            for j, count in enumerate(row):
+                ax.text(j, i, str(count), ha="center", va="center", color="white" if count > top / 2 else "black")
+    fig.tight_layout()
+    return _png(fig)

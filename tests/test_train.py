@@ -1,0 +1,237 @@
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import open_cache
+from pipeline.cli import main
+from pipeline.train import TrainError, TrainSettings, fit, load_run, window_logits, write_atomic
+from pipeline.windows import window_starts
+from synthetic_cache import order_task_videos, synthetic_settings, write_cache
+
+# Small enough to train in seconds on two cores, big enough to learn the order task.
+QUICK = dict(hidden=32, lr=3e-3, batch_size=32, epochs=20)
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """A run trained on the order-only task: (cache folder, run folder, FitResult)."""
+    root = tmp_path_factory.mktemp("order")
+    cache = write_cache(root / "cache", order_task_videos(per_class=16))
+    result = fit(TrainSettings(cache=str(cache), out=str(root / "run"), device="cpu", **QUICK), progress=False)
+    return cache, root / "run", result
+
+
+def small_cache(path: Path, **settings_changes) -> Path:
+    videos = order_task_videos(per_class=6, feature_dim=8, seed=1)
+    return write_cache(path, videos, synthetic_settings(8, **settings_changes))
+
+
+def test_training_learns_a_task_that_only_the_order_of_frames_tells_apart(synthetic_run):
+    _, run, result = synthetic_run
+    assert result.best["val_video_acc"] >= 0.9
+    assert result.best["val_window_acc"] >= 0.9
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in history] == list(range(1, QUICK["epochs"] + 1))
+    assert {"train_loss", "train_acc", "val_loss", "val_window_acc", "val_video_acc"} <= set(history[0])
+    for name in ("best.pt", "last.pt", "split.json", "curves.png", "confusion.png"):
+        assert (run / name).stat().st_size > 0, name
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(run.glob(".*tmp*")), "no temporary file is left behind"
+
+
+def test_the_split_file_lists_disjoint_training_and_validation_videos(synthetic_run):
+    cache, run, _ = synthetic_run
+    split = json.loads((run / "split.json").read_text())
+    assert not set(split["train"]) & set(split["val"])
+    assert sorted(split["train"] + split["val"]) == open_cache(cache).video_ids
+    assert {v.split("/")[0] for v in split["val"]} == {"forward", "backward"}
+
+
+def test_normalisation_comes_from_the_training_videos_frames_only(synthetic_run):
+    cache, run, _ = synthetic_run
+    split = json.loads((run / "split.json").read_text())
+    c = open_cache(cache)
+    train_frames = np.concatenate([c.features(v) for v in split["train"]]).astype(np.float64)
+    all_frames = np.concatenate([c.features(v) for v in c.video_ids]).astype(np.float64)
+    checkpoint = torch.load(run / "best.pt", weights_only=True)
+    mean = checkpoint["normalization"]["mean"].double().numpy()
+    np.testing.assert_allclose(mean, train_frames.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(checkpoint["normalization"]["std"].double().numpy(), train_frames.std(0), rtol=1e-4)
+    assert not np.allclose(mean, all_frames.mean(0), rtol=1e-5)
+    assert torch.equal(checkpoint["model"]["mean"], checkpoint["normalization"]["mean"]), "the model normalises itself"
+
+
+def test_checkpoints_are_plain_dicts_that_load_with_weights_only(synthetic_run):
+    cache, run, result = synthetic_run
+    checkpoint = torch.load(run / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == QUICK["epochs"]
+    assert checkpoint["labels"] == ["backward", "forward"]
+    assert checkpoint["settings"]["hidden"] == QUICK["hidden"] and checkpoint["settings"]["window"] == 30
+    assert checkpoint["feature_settings"] == open_cache(cache).settings
+    assert {"model", "optimizer", "history", "best", "split"} <= set(checkpoint)
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] == result.best["epoch"]
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(synthetic_run, tmp_path):
+    _, run, _ = synthetic_run
+    checkpoint = torch.load(run / "best.pt", weights_only=True)
+    checkpoint["extra"] = Path("not a tensor")  # pickled as a class: loading it calls code
+    torch.save(checkpoint, tmp_path / "best.pt")
+    with pytest.raises(TrainError, match="refused"):
+        load_run(tmp_path)
+
+
+def test_window_logits_score_every_window_of_a_video_as_in_training(synthetic_run):
+    cache, run, _ = synthetic_run
+    model, checkpoint = load_run(run)
+    c = open_cache(cache)
+    video = json.loads((run / "split.json").read_text())["val"][0]
+    starts, logits = window_logits(model, checkpoint, c.features(video))
+    assert starts.tolist() == window_starts(c.num_frames(video), 30, 15).tolist()
+    assert logits.shape == (len(starts), 2)
+    assert checkpoint["labels"][int(logits.mean(0).argmax())] == c.label(video)
+    starts, logits = window_logits(model, checkpoint, c.features(video)[:5])
+    assert starts.tolist() == [0] and logits.shape == (1, 2)
+
+
+def test_evaluate_json_reports_accuracies_per_class_and_the_confusion_matrix(synthetic_run, capsys):
+    _, run, result = synthetic_run
+    assert main(["evaluate", str(run), "--json", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["labels"] == ["backward", "forward"]
+    assert report["video_accuracy"] == pytest.approx(result.best["val_video_acc"])
+    assert report["window_accuracy"] == pytest.approx(result.best["val_window_acc"])
+    assert set(report["per_class"]) == {"backward", "forward"}
+    assert {"precision", "recall", "support"} <= set(report["per_class"]["forward"])
+    assert np.array(report["confusion"]).shape == (2, 2)
+    val_videos = len(json.loads((run / "split.json").read_text())["val"])
+    assert np.array(report["confusion"]).sum() == val_videos
+    assert sum(c["support"] for c in report["per_class"].values()) == val_videos
+
+
+def test_evaluate_on_a_cache_scores_every_video_of_it(synthetic_run, capsys):
+    cache, run, _ = synthetic_run
+    assert main(["evaluate", str(run), str(cache), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert np.array(report["confusion"]).sum() == len(open_cache(cache).video_ids)
+    assert main(["evaluate", str(run), str(cache)]) == 0
+    text = capsys.readouterr().out
+    assert "precision" in text and "confusion" in text
+
+
+def test_evaluate_refuses_a_cache_made_with_other_feature_settings(synthetic_run, tmp_path, capsys):
+    _, run, _ = synthetic_run
+    other = write_cache(tmp_path / "other", order_task_videos(per_class=2), synthetic_settings(16, fps=25.0))
+    assert main(["evaluate", str(run), str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "fps" in err and "25.0" in err and "Traceback" not in err
+
+
+def test_evaluate_refuses_a_cache_with_labels_the_model_does_not_know(synthetic_run, tmp_path, capsys):
+    _, run, _ = synthetic_run
+    videos = order_task_videos(per_class=2)
+    videos["sideways/0.mp4"] = ("sideways", next(iter(videos.values()))[1])
+    other = write_cache(tmp_path / "other", videos)
+    assert main(["evaluate", str(run), str(other)]) == 1
+    assert "'sideways'" in capsys.readouterr().err
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
+    cache = small_cache(tmp_path / "cache")
+    common = ["train", str(cache), "--hidden", "16", "--batch-size", "16", "--device", "cpu"]
+    assert main(common + ["--out", str(tmp_path / "straight"), "--epochs", "4"]) == 0
+    # the interrupted run streams its first epochs from the cache (one reader process), then resumes in RAM
+    first_part = ["--out", str(tmp_path / "resumed"), "--epochs", "2", "--data", "stream", "--workers", "1"]
+    assert main(common + first_part) == 0
+    assert main(["train", str(cache), "--out", str(tmp_path / "resumed"), "--epochs", "4", "--resume",
+                 "--data", "ram"]) == 0
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert resumed["epoch"] == 4
+    for name, tensor in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    for a, b in zip(straight["history"], resumed["history"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_a_run_killed_at_any_moment_resumes_to_the_same_result(tmp_path):
+    cache = small_cache(tmp_path / "cache")
+    run = tmp_path / "killed"
+    command = [sys.executable, "-m", "pipeline", "train", str(cache), "--out", str(run), "--hidden", "16",
+               "--batch-size", "8", "--device", "cpu", "--epochs", "100000"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_bytes().splitlines()) < 3:
+            assert process.poll() is None and time.monotonic() < deadline, "training stopped early"
+            time.sleep(0.01)
+    finally:
+        process.kill()  # SIGKILL: no cleanup, possibly in the middle of writing a checkpoint
+        process.wait()
+    done = torch.load(run / "last.pt", weights_only=True)["epoch"]
+    epochs = str(done + 2)
+    assert main(["train", str(cache), "--out", str(run), "--resume", "--epochs", epochs]) == 0
+    straight = tmp_path / "straight"
+    assert main(["train", str(cache), "--out", str(straight), "--hidden", "16", "--batch-size", "8", "--device", "cpu",
+                 "--epochs", epochs]) == 0
+    a = torch.load(run / "last.pt", weights_only=True)
+    b = torch.load(straight / "last.pt", weights_only=True)
+    for name, tensor in b["model"].items():
+        torch.testing.assert_close(a["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    assert [m["epoch"] for m in a["history"]] == list(range(1, done + 3))
+    assert not list(run.glob(".*tmp*")), "the temporary of an interrupted write is cleaned up"
+
+
+def test_train_refuses_a_used_run_folder_without_resume_and_changed_settings_with_it(tmp_path, capsys):
+    cache = small_cache(tmp_path / "cache")
+    run = str(tmp_path / "run")
+    assert main(["train", str(cache), "--out", run, "--epochs", "1", "--hidden", "8"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(cache), "--out", run, "--epochs", "2"]) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", str(cache), "--out", run, "--epochs", "2", "--resume", "--window", "10"]) == 1
+    assert "window: 30 (run) != 10 (now)" in capsys.readouterr().err
+
+
+def test_atomic_writes_replace_the_whole_file_and_leave_no_temporary(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    write_atomic(path, b"old\n")
+    write_atomic(path, b"new\n")
+    assert path.read_bytes() == b"new\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+
+
+def test_training_and_evaluation_run_where_decord_and_torchvision_cannot_be_imported(tmp_path):
+    cache = small_cache(tmp_path / "cache")
+    run = tmp_path / "run"
+    script = textwrap.dedent(f"""
+        import sys
+
+        class Refuse:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("decord", "torchvision"):
+                    raise ImportError(f"{{name}} is not installed here (test)")
+                return None
+
+        sys.meta_path.insert(0, Refuse())
+        from pipeline.cli import main
+        rc = main(["train", {str(cache)!r}, "--out", {str(run)!r}, "--epochs", "1", "--hidden", "8"])
+        rc = rc or main(["evaluate", {str(run)!r}, "--json"])
+        assert not {{"decord", "torchvision"}} & set(sys.modules), "stage two imported stage one's libraries"
+        sys.exit(rc)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (run / "best.pt").exists()
+    assert set(json.loads(done.stdout.splitlines()[-1])) >= {"window_accuracy", "video_accuracy", "per_class"}
