@@ -43,6 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object: settings and videos")
 
     _add_train_parsers(sub)
+
+    p = sub.add_parser("predict", help="label new videos with a trained run")
+    p.add_argument("run", help="the run folder made by `pipeline train`")
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("--json", action="store_true", help="one JSON list: per video its label and its windows")
+    p.add_argument("--weights", default=None,
+                   help="the CNN weights (default: those of the run's training cache: imagenet or random; "
+                        "a weights FILE must be given again)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--features", default=None, metavar="DIR",
+                   help="keep the new videos' features in this cache folder (default: a temporary one)")
+
+    p = sub.add_parser("demo", help="the whole job on bundled sample data: extract, train, evaluate, compare")
+    p.add_argument("--out", default="runs/demo", help="where the cache and the run go (default runs/demo)")
+    p.add_argument("--data", default="data/sample", help="where the sample videos are made (default data/sample)")
     return parser
 
 
@@ -77,7 +92,8 @@ def _add_train_parsers(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"extract": cmd_extract, "info": cmd_info, "train": cmd_train, "evaluate": cmd_evaluate}[args.command]
+    command = {"extract": cmd_extract, "info": cmd_info, "train": cmd_train, "evaluate": cmd_evaluate,
+               "predict": cmd_predict, "demo": cmd_demo}[args.command]
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -152,6 +168,29 @@ def cmd_info(args) -> int:
         for v in failed:
             print(f"  failed: {v['id']}: {v['error']}")
     return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict
+
+    results = predict(args.run, args.videos, weights=args.weights, device=args.device,
+                      features_dir=args.features, progress=not args.json)
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False))
+    for r in results if not args.json else []:
+        if "error" in r:
+            print(f"{r['video']}: failed: {r['error']}")
+            continue
+        print(f"{r['video']}: {r['label']} ({r['probability']:.2f})")
+        for w in r["windows"]:
+            print(f"  {w['start']:7.2f} - {w['end']:7.2f} s  {w['label']} ({w['probability']:.2f})")
+    return EXIT_SOME_FAILED if any("error" in r for r in results) else 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.out, args.data, log=lambda line: print(line, flush=True))
 
 
 def _weights_text(w: dict) -> str:
