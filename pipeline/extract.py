@@ -255,7 +255,7 @@ class _ExtractLoop:
         chunks = self.batcher.take()
         if not chunks:
             return
-        features = self.extractor(torch.cat([c["frames"] for c in chunks])).cpu().numpy()
+        features = self.extractor([c["frames"] for c in chunks]).cpu().numpy()
         offset = 0
         for c in chunks:
             n = len(c["times"])

@@ -136,8 +136,12 @@ class FeatureExtractor:
         return cls(model=model, device=device, precision=precision)
 
     @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
+    def __call__(self, frames: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        if isinstance(frames, torch.Tensor):
+            frames = [frames]
+        # Chunks are joined on the device: joining pinned chunks on the host would make an unpinned
+        # copy, and copies from unpinned memory are neither asynchronous nor as fast.
+        x = torch.cat([f.to(self.device, non_blocking=True) for f in frames]).permute(0, 3, 1, 2)  # NHWC -> NCHW view
         mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1) * 255.0
         x = (x.float() - mean) / std  # == ((x / 255) - MEAN) / STD, in one pass

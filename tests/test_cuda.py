@@ -1,0 +1,36 @@
+"""The CUDA path: run where a GPU is (benchmarks/gpu_check.sh runs it); skipped elsewhere."""
+
+import numpy as np
+import pytest
+import torch
+from videos import textured_frames, write_video
+
+import pipeline
+from pipeline.cli import main
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-2), ("fp16", 1e-2), ("bf16", 5e-2)])
+def test_cuda_features_match_the_cpu_ones(tmp_path, capsys, precision, tolerance):
+    write_video(tmp_path / "in" / "x" / "a.mp4", textured_frames(20))
+    write_video(tmp_path / "in" / "y" / "b.mp4", textured_frames(25, seed=3), fps=25)
+    for device in ("cpu", "cuda"):
+        assert main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / device), "--weights", "random",
+                     "--device", device, "--precision", precision if device == "cuda" else "fp32",
+                     "--workers", "2"]) in (0,)
+        capsys.readouterr()
+    with pipeline.open_cache(tmp_path / "cpu") as cpu, pipeline.open_cache(tmp_path / "cuda") as gpu:
+        for video_id in cpu.video_ids:
+            a, b = gpu.features(video_id), cpu.features(video_id)
+            assert (np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)).max() < tolerance
+
+
+def test_training_and_evaluating_on_cuda(tmp_path, capsys):
+    for i in range(3):
+        write_video(tmp_path / "in" / "p" / f"{i}.mp4", textured_frames(40, seed=i))
+        write_video(tmp_path / "in" / "q" / f"{i}.mp4", textured_frames(40, seed=10 + i)[::-1])
+    assert main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "cache"), "--weights", "random"]) == 0
+    assert main(["train", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--epochs", "2",
+                 "--device", "cuda"]) == 0
+    assert main(["evaluate", str(tmp_path / "run"), "--device", "cuda", "--json"]) == 0
