@@ -29,7 +29,8 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="pipeline", description="Extract AlexNet features of every video frame at 30 fps once; train an LSTM on them.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("extract", help="stage one: AlexNet features of every frame at 30 fps into a cache")
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the cache folder (created, or resumed)")
     _add_extract_args(p)
     p.add_argument("--skip-failed", action="store_true", help="do not retry videos that failed in an earlier run")
+    p.add_argument("--shard", metavar="i/N", default=None,
+                   help="extract only shard i of N (0-based; e.g. a Slurm array task) into CACHE/shards/i-of-N; "
+                        "under torchrun the shard is the rank")
+
+    p = sub.add_parser("join", help="fold a cache's shards into the cache itself")
+    p.add_argument("cache")
 
     p = sub.add_parser("info", help="summary of a cache")
     p.add_argument("cache")
@@ -93,7 +100,7 @@ def _add_train_parsers(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"extract": cmd_extract, "info": cmd_info, "train": cmd_train, "evaluate": cmd_evaluate,
-               "predict": cmd_predict, "demo": cmd_demo}[args.command]
+               "predict": cmd_predict, "demo": cmd_demo, "join": cmd_join}[args.command]
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -120,8 +127,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def cmd_extract(args) -> int:
-    from .extract import ExtractOptions, extract
-    from .inputs import InputError, find_videos
+    from .extract import ExtractOptions, extract, for_torchrun_rank
+    from .inputs import InputError, find_videos, parse_shard
 
     sources = find_videos(args.input)
     if not sources:
@@ -129,7 +136,9 @@ def cmd_extract(args) -> int:
     options = ExtractOptions(
         fps=args.fps, weights=args.weights, device=args.device, batch_size=args.batch_size,
         workers=args.workers, dtype=args.dtype, precision=args.precision, retry_failed=not args.skip_failed,
+        shard=parse_shard(args.shard) if args.shard else None,
     )
+    options = for_torchrun_rank(options)
     if args.weights == "random":
         print("pipeline extract: using RANDOM-INIT AlexNet weights (--weights random): "
               "features are not ImageNet features", file=sys.stderr)
@@ -139,6 +148,14 @@ def cmd_extract(args) -> int:
     for video_id, reason in summary.failures:
         print(f"  failed: {video_id}: {reason}")
     return EXIT_SOME_FAILED if summary.failures else 0
+
+
+def cmd_join(args) -> int:
+    from .cache import join_shards
+
+    moved = join_shards(args.cache)
+    print(f"{args.cache}: {moved} videos joined from its shards")
+    return 0
 
 
 def cmd_info(args) -> int:

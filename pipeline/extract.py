@@ -13,7 +13,8 @@ import signal
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,10 +22,11 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from . import __version__
-from .cache import FORMAT_VERSION, CacheError, CacheWriter
+from .cache import (FORMAT_VERSION, SETTINGS_FILE, CacheError, CacheWriter, read_records, refuse_other_settings,
+                    shard_dir, write_json_atomic)
 from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, RESIZE_SHORT_SIDE, FeatureExtractor,
                        preprocessing_settings, resolve_weights)
-from .inputs import VideoSource
+from .inputs import VideoSource, assign_shard
 from .video import VideoDecoder, VideoError, quiet_decoder
 
 DTYPES = ("float32", "float16")
@@ -43,6 +45,7 @@ class ExtractOptions:
     dtype: str = "float32"  # stored feature dtype
     precision: str = "fp32"  # CNN arithmetic on CUDA; fp16/bf16 change features by about 1e-3 relative
     retry_failed: bool = True  # a later run retries videos that failed before
+    shard: tuple[int, int] | None = None  # (i, N): extract only shard i of N into CACHE/shards/i-of-N
     progress: bool = True
 
 
@@ -64,6 +67,24 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CacheError("--device cuda was asked for, but torch sees no CUDA device here")
     return device
+
+
+def for_torchrun_rank(options: ExtractOptions) -> ExtractOptions:
+    """Under torchrun (it sets WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE), each process is a
+    shard: its rank's share of the videos, its own GPU, its share of the cores. The ranks never
+    talk: the split is computed alike everywhere, and the cache reads all shards as one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or options.shard is not None:
+        return options
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    device = options.device
+    if device == "auto" and torch.cuda.is_available():
+        device = f"cuda:{local_rank % torch.cuda.device_count()}"
+    workers = options.workers
+    if workers is None:
+        workers = max(1, (os.cpu_count() or 2) // local_world - 1)
+    return replace(options, shard=(rank, world), device=device, workers=workers)
 
 
 def cache_settings(weights_identity: dict, options: ExtractOptions) -> dict:
@@ -172,8 +193,13 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
     settings = cache_settings(identity, options)
     started = time.perf_counter()
     summary = ExtractSummary(cache=str(cache_path), weights_name=identity["name"])
+    done_elsewhere = set()
+    if options.shard:
+        done_elsewhere = _prepare_sharded_cache(Path(cache_path), settings)
+        sources = assign_shard(sources, *options.shard)
+        cache_path = shard_dir(cache_path, *options.shard)
     with CacheWriter(cache_path, settings) as cache:
-        todo = [s for s in sources if not cache.is_done(s.id, options.retry_failed)]
+        todo = [s for s in sources if s.id not in done_elsewhere and not cache.is_done(s.id, options.retry_failed)]
         summary.skipped = len(sources) - len(todo)
         if todo:
             batch_size = options.batch_size or (512 if device.type == "cuda" else 32)
@@ -183,6 +209,15 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
             _ExtractLoop(todo, cache, extractor, batch_size, summary, options.progress).run(items)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _prepare_sharded_cache(cache_path: Path, settings: dict) -> set[str]:
+    """Make (or check) the cache that holds the shards; the ids it already has done."""
+    if not (cache_path / SETTINGS_FILE).exists():
+        cache_path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(cache_path / SETTINGS_FILE, settings)  # shards racing here write the same bytes
+    refuse_other_settings(cache_path, settings)
+    return {vid for vid, r in read_records(cache_path).items() if r.status == "ok"}
 
 
 def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: int, pin_memory: bool) -> DataLoader:

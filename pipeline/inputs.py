@@ -57,3 +57,38 @@ def _from_csv(manifest: Path) -> list[VideoSource]:
             seen.add(video_id)
             sources.append(VideoSource(id=video_id, path=base / rel, label=label))
     return sources
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"i/N" -> (i, N), with 0 <= i < N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard takes i/N, e.g. 0/4, not {text!r}") from None
+    if not 0 <= index < count:
+        raise InputError(f"--shard {text}: i must be in 0..N-1")
+    return index, count
+
+
+def assign_shard(sources: list[VideoSource], index: int, count: int) -> list[VideoSource]:
+    """The videos of shard `index` of `count`, balanced by expected frame count.
+
+    A video's frame count is estimated by its file size: reading every container's duration would
+    cost each of N processes a pass over the whole collection before any work, and within one
+    collection size follows length far better than one-video-one-unit. Largest first, each video
+    goes to the lightest shard so far: every process computes the same split, with no talking.
+    """
+    def size(source: VideoSource) -> int:
+        try:
+            return source.path.stat().st_size
+        except OSError:
+            return 0  # a missing file fails quickly wherever it lands
+
+    loads = [0] * count
+    mine = set()
+    for source in sorted(sources, key=lambda s: (-size(s), s.id)):
+        lightest = min(range(count), key=lambda shard: (loads[shard], shard))
+        loads[lightest] += max(size(source), 1)
+        if lightest == index:
+            mine.add(source.id)
+    return [s for s in sources if s.id in mine]
