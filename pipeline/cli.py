@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED = 1, 2, 3
@@ -229,6 +230,8 @@ def cmd_train(args) -> int:
         print(line, flush=True)
 
     result = fit(settings, resume=args.resume, log=log)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports for all
+        return 0
     best = result.best
     if result.start_epoch >= settings.epochs:
         print(f"{result.out}: nothing to do: the run has {result.start_epoch} epochs (--epochs {settings.epochs})")

@@ -199,23 +199,29 @@ def _feature_differences(checkpoint: dict, cache: FeatureCache) -> str:
 # --- data ---------------------------------------------------------------------------------------
 
 def make_batches(cache: FeatureCache, windows: list[Windows], mode: str, batch_size: int, shuffle: list[bool],
-                 seed: int, workers: int | None, device: torch.device, progress: bool):
+                 seed: int, workers: int | None, device: torch.device, progress: bool, rank: int = 0, world: int = 1):
     """(loaders, video_features): one batch iterable per Windows (train, validation, ...), all held in
-    memory or all streamed, and a function giving one video's (T, D) features (for normalisation)."""
+    memory or all streamed, and a function giving one video's (T, D) features (for normalisation).
+    Under data-parallel training (world > 1) the shuffled loaders give this rank its share."""
     sizes = [batch_size if sh else max(batch_size, EVAL_BATCH) for sh in shuffle]
+
+    def batches(w: Windows, size: int, sh: bool) -> EpochBatches:
+        return EpochBatches(len(w), size, sh, seed, rank, world) if sh else EpochBatches(len(w), size, sh, seed)
+
     if mode == "ram":
         ids = [v for w in windows for v in w.ids]
         features, offsets = load_features(cache, ids, progress)
+        cache.close()  # every feature is in memory now: let go of the open HDF5 files (about 0.5 MB each)
         if device.type == "cuda" and features.numel() * 4 < GPU_FRACTION * torch.cuda.mem_get_info(device)[0]:
             features = features.to(device)  # gathered on the GPU: no host-to-device copy per batch
         loaders, at = [], 0
         for w, size, sh in zip(windows, sizes, shuffle):
-            loaders.append(RamBatches(features, offsets[at:at + len(w.ids)], w, EpochBatches(len(w), size, sh, seed)))
+            loaders.append(RamBatches(features, offsets[at:at + len(w.ids)], w, batches(w, size, sh)))
             at += len(w.ids)
         rows = dict(zip(ids, zip(offsets, (int(n) for w in windows for n in w.lengths))))
         return loaders, lambda vid: features[rows[vid][0]:rows[vid][0] + rows[vid][1]].cpu().numpy()
     workers = default_workers(device) if workers is None else workers
-    loaders = [StreamBatches(cache, w, EpochBatches(len(w), size, sh, seed), workers, device.type == "cuda")
+    loaders = [StreamBatches(cache, w, batches(w, size, sh), workers, device.type == "cuda")
                for w, size, sh in zip(windows, sizes, shuffle)]
     return loaders, cache.features
 
@@ -244,6 +250,12 @@ def train_one_epoch(model, criterion, optimizer, loader, device, grad_clip: floa
         if progress and step % 20 == 0:
             bar.set_postfix(loss=f"{total_loss.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
     seconds = time.perf_counter() - t0
+    if _world() > 1:  # every rank saw its share: report the whole epoch
+        import torch.distributed as dist
+
+        totals = torch.stack([total_loss.double(), correct.double(), torch.tensor(float(seen), device=device)])
+        dist.all_reduce(totals)
+        total_loss, correct, seen = totals[0], totals[1], int(totals[2].item())
     return {"train_loss": total_loss.item() / max(seen, 1), "train_acc": correct.item() / max(seen, 1),
             "train_windows_per_s": seen / max(seconds, 1e-9)}
 
@@ -287,15 +299,39 @@ def _rank(metrics: dict) -> tuple:
     return (metrics["val_video_acc"], metrics["val_window_acc"], -metrics["val_loss"])
 
 
+def _world() -> int:
+    """Processes in data-parallel training: torchrun's WORLD_SIZE, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _start_data_parallel(device_name: str) -> tuple[int, str]:
+    """(rank, device) of this process. Under torchrun, joins the process group (nccl on GPUs, gloo on
+    CPUs) and takes the GPU of its local rank; each rank trains on its share of every epoch's batches
+    and DistributedDataParallel averages the gradients, so the effective batch is world x batch size."""
+    if _world() <= 1:
+        return 0, device_name
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and device_name in ("auto", "cuda") else "gloo")
+    if device_name in ("auto", "cuda") and torch.cuda.is_available():
+        device_name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return dist.get_rank(), device_name
+
+
 def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None) -> FitResult:
-    """Train (or, with resume, continue training) the run of `settings`; `log` receives report lines."""
+    """Train (or, with resume, continue training) the run of `settings`; `log` receives report lines.
+    Under torchrun, every rank trains and rank 0 alone writes the run's files and logs."""
     s = replace(settings)  # the cache path is stored resolved; the caller's settings stay as given
-    log = log or (lambda line: None)
+    rank, device_name = _start_data_parallel(s.device)
+    is_main = rank == 0
+    log = log if log and is_main else (lambda line: None)
+    progress = progress and is_main
     _check(s)
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob(".*.tmp-*"):  # left by a kill during a write
+    for tmp in out.glob(".*.tmp-*") if is_main else []:  # left by a kill during a write
         tmp.unlink(missing_ok=True)
     last_path = out / "last.pt"
 
@@ -328,16 +364,18 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
             raise TrainError(f"{s.cache}: training needs videos of at least two labels, found {labels}")
         train_ids, val_ids = split_by_video(ids, [cache.label(v) for v in ids], s.val_fraction, s.seed)
         split = {"train": train_ids, "val": val_ids}
-    write_json_atomic(out / "split.json", {"seed": s.seed, "val_fraction": s.val_fraction, "cache": s.cache, **split})
+    if is_main:
+        write_json_atomic(out / "split.json", {"seed": s.seed, "val_fraction": s.val_fraction, "cache": s.cache, **split})
 
     label_index = {label: i for i, label in enumerate(labels)}
     train_w = cache_windows(cache, split["train"], label_index, s.window, s.stride)
     val_w = cache_windows(cache, split["val"], label_index, s.window, s.stride)
-    device = resolve_device(s.device)
+    device = resolve_device(device_name)
     dim = int(cache.settings["feature_dim"])
     mode = choose_data_mode(s.data, int(train_w.lengths.sum() + val_w.lengths.sum()), dim)
     (train_loader, val_loader), video_features = make_batches(
-        cache, [train_w, val_w], mode, s.batch_size, [True, False], s.seed, s.workers, device, progress)
+        cache, [train_w, val_w], mode, s.batch_size, [True, False], s.seed, s.workers, device, progress,
+        rank, _world())
 
     torch.manual_seed(s.seed)  # initial weights
     model = WindowLSTM(dim, len(labels), s.hidden, s.dropout)
@@ -346,6 +384,9 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
     else:
         model.load_state_dict(checkpoint["model"])
     model.to(device)
+    trained = model
+    if _world() > 1:
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     history, best, start = [], None, 0
     if checkpoint is not None:
@@ -363,7 +404,7 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
         train_loader.set_epoch(epoch)
         t0 = time.perf_counter()
         metrics = {"epoch": epoch + 1}
-        metrics.update(train_one_epoch(model, criterion, optimizer, train_loader, device, s.grad_clip,
+        metrics.update(train_one_epoch(trained, criterion, optimizer, train_loader, device, s.grad_clip,
                                        progress, desc=f"epoch {epoch + 1}/{s.epochs}"))
         if len(val_w):
             metrics.update(evaluate(model, criterion, val_loader, val_w, len(labels), device))
@@ -387,11 +428,12 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
             "history": history,
             "best": best,
         }
-        if metrics["best"]:  # best first: a kill between the two writes redoes this epoch, same result
-            save_checkpoint(out / "best.pt", checkpoint)
-        save_checkpoint(last_path, checkpoint)
-        write_atomic(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history).encode())
-        _write_plots(out, history, labels, metrics)
+        if is_main:
+            if metrics["best"]:  # best first: a kill between the two writes redoes this epoch, same result
+                save_checkpoint(out / "best.pt", checkpoint)
+            save_checkpoint(last_path, checkpoint)
+            write_atomic(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history).encode())
+            _write_plots(out, history, labels, metrics)
         log(_epoch_line(metrics, s.epochs))
     cache.close()
     return FitResult(str(out), str(device), mode, start, best, history)

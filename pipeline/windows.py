@@ -170,14 +170,16 @@ def load_features(cache: FeatureCache, ids: list[str], progress: bool = False) -
 class EpochBatches:
     """Batches of window positions; shuffled by (seed, epoch) alone, so resuming repeats them."""
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.shuffle, self.seed, self.epoch = n, batch_size, shuffle, seed, 0
+        self.rank, self.world = rank, world  # data-parallel training: this process's share of the batches
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        batches = math.ceil(self.n / self.batch_size)
+        return batches // self.world if self.world > 1 else batches
 
     def __iter__(self):
         if self.shuffle:
@@ -185,7 +187,10 @@ class EpochBatches:
             order = torch.randperm(self.n, generator=g)
         else:
             order = torch.arange(self.n)
-        yield from order.split(self.batch_size)
+        batches = order.split(self.batch_size)
+        if self.world > 1:  # every process the same number of steps, as gradient averaging needs
+            batches = batches[: len(batches) // self.world * self.world][self.rank::self.world]
+        yield from batches
 
 
 class RamBatches:
