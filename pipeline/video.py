@@ -25,6 +25,11 @@ def time_tolerance(t):
     return 1e-6 + np.abs(t) * 2.0**-22
 
 
+# Source frames between reopenings of the decoder (see VideoDecoder.chunks): bounds decord's
+# read-ahead; each reopening costs a seek, at most one keyframe interval of extra decoding.
+REOPEN_EVERY_FRAMES = 2048
+
+
 class VideoError(Exception):
     """A video that cannot be used; str() is a one-line reason for the failure ledger."""
 
@@ -116,7 +121,7 @@ class VideoDecoder:
             avg_fps = probe.get_avg_fps()
             del probe
             self.width, self.height = decoder_size(width, height, short_side)
-            self.reader = decord.VideoReader(str(self.path), width=self.width, height=self.height, num_threads=1)
+            self.reader = self._open_resized()
         except VideoError:
             raise
         except Exception as e:  # decord raises plain RuntimeErrors (DECORDError) for any bad file
@@ -129,6 +134,12 @@ class VideoDecoder:
         self.crop = crop
         self.top, self.left = center_crop_box(self.width, self.height, crop)
 
+    def _open_resized(self):
+        import decord
+
+        self.opened_at = 0  # source frame index the reader was (re)opened at
+        return decord.VideoReader(str(self.path), width=self.width, height=self.height, num_threads=1)
+
     def chunks(self, max_frames: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(times, source_index, frames) in order, at most `max_frames` output frames at a time;
         frames are uint8 RGB (n, crop, crop, 3). Memory is bounded by max_frames, not the length."""
@@ -137,6 +148,11 @@ class VideoDecoder:
             source = r.source_index[start:start + max_frames]
             unique, inverse = np.unique(source, return_inverse=True)  # repeated frames decode once
             try:
+                if unique[0] - self.opened_at >= REOPEN_EVERY_FRAMES:
+                    # decord decodes ahead of what is asked for, without a cap, while its consumer
+                    # (the CNN) is slower: 5 GB for 10 minutes of 720p. A new reader starts empty.
+                    self.reader = self._open_resized()
+                    self.opened_at = int(unique[0])
                 decoded = self.reader.get_batch(unique).asnumpy()
             except Exception as e:
                 raise VideoError(f"cannot decode frames {unique[0]}-{unique[-1]}: {_one_line(e)}") from None

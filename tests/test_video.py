@@ -95,3 +95,16 @@ def test_bad_files_raise_a_one_line_reason(tmp_path, content, reason):
     with pytest.raises(VideoError, match=reason) as e:
         VideoDecoder(path, 30.0, 256, 224)
     assert "\n" not in str(e.value)
+
+
+def test_reopening_the_decoder_midway_still_gives_the_named_frames(tmp_path, monkeypatch):
+    import pipeline.video
+
+    monkeypatch.setattr(pipeline.video, "REOPEN_EVERY_FRAMES", 10)  # bounds decord's read-ahead
+    path = write_video(tmp_path / "v.mp4", 50, fps=25)
+    decoder = VideoDecoder(path, 30.0, 256, 224)
+    seen = []
+    for _, source_index, frames in decoder.chunks(max_frames=7):
+        assert [frame_number(f) for f in frames] == source_index.tolist()
+        seen += source_index.tolist()
+    assert seen == decoder.resampling.source_index.tolist() and decoder.opened_at > 0
