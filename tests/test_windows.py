@@ -126,3 +126,15 @@ def test_a_float16_cache_is_read_as_float32(tmp_path):
     cache = open_cache(write_cache(tmp_path / "cache", videos, synthetic_settings(4, dtype="float16")))
     features, offsets = load_features(cache, cache.video_ids)
     assert features.dtype == torch.float32 and features[:, 1].tolist() == list(range(40))
+
+
+def test_the_reader_keeps_at_most_max_open_files_open_and_reads_the_same_after_evicting(tmp_path, monkeypatch):
+    monkeypatch.setattr("pipeline.cache.MAX_OPEN_FILES", 2)
+    videos = numbered_videos({f"v{i}": 40 for i in range(5)})
+    cache = open_cache(write_cache(tmp_path / "cache", videos))
+    for _ in range(3):
+        for vid in cache.video_ids:
+            assert np.array_equal(cache.features(vid, 5, 35), videos[vid][1][5:35])
+            assert len(cache._files) <= 2
+    cache.close()
+    assert not cache._files
