@@ -26,8 +26,6 @@ memory after one epoch. Last line:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,6 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_extract import machine  # noqa: E402
 
 from pipeline.cache import CacheWriter, open_cache
 from pipeline.model import WindowLSTM
@@ -176,18 +177,6 @@ def end_to_end(s: TrainSettings, dim: int, classes: int, device: torch.device, s
     return done * s.batch_size / (time.perf_counter() - start), done
 
 
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores"
-    if torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name(device if device.type == 'cuda' else None)}"
-    return text
-
-
 def load() -> str:
     try:
         return "load average " + " ".join(open("/proc/loadavg").read().split()[:3])
@@ -227,7 +216,7 @@ def main(argv=None) -> None:
         train_w = cache_windows(cache, train_ids, {l: i for i, l in enumerate(labels)}, s.window, s.stride)
         dim = int(cache.settings["feature_dim"])
         workers = default_workers(device) if s.workers is None else s.workers
-        print(f"machine: {machine(device)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        print(f"machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
               f"device {device}; batch {s.batch_size}; {len(train_ids)} training videos, {len(train_w)} windows "
               f"of {s.window} x {dim}; stream workers {workers}; {load()}")
 

@@ -80,16 +80,20 @@ def video_key(video_id: str) -> str:
     return hashlib.sha1(video_id.encode("utf-8")).hexdigest()[:20]
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes so that readers, and a `kill -9` at any moment, see the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -4,7 +4,6 @@ then the LSTM over every window."""
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

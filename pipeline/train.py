@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .cache import FeatureCache, open_cache, settings_differences, write_json_atomic
+from .cache import FeatureCache, open_cache, settings_differences, write_atomic, write_json_atomic
 from .model import WindowLSTM
 from .windows import (GPU_FRACTION, EpochBatches, RamBatches, StreamBatches, Windows, cache_windows, choose_data_mode,
                       default_workers, feature_stats, load_features, split_by_video, window_starts)
@@ -83,22 +83,6 @@ class FitResult:
 
 
 # --- files --------------------------------------------------------------------------------------
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes so that readers, and a `kill -9` at any moment, see the old file or the new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
     buf = io.BytesIO()

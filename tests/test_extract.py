@@ -17,16 +17,6 @@ IMAGENET_FILE = "alexnet-owt-7be5be79.pth"
 
 
 @pytest.fixture(scope="module")
-def weights_file(tmp_path_factory):
-    from torchvision.models import alexnet
-
-    torch.manual_seed(123)
-    path = tmp_path_factory.mktemp("weights") / "alexnet.pth"
-    torch.save(alexnet(weights=None).state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def video_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
     write_video(root / "left" / "a.mp4", textured_frames(20, seed=1), fps=25)

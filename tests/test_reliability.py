@@ -11,22 +11,11 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from videos import textured_frames, write_video
 
 import pipeline
 from pipeline.cache import CacheWriter, read_settings
 from pipeline.cli import EXIT_ERROR, EXIT_SOME_FAILED, main
-
-
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory):
-    from torchvision.models import alexnet
-
-    torch.manual_seed(7)
-    path = tmp_path_factory.mktemp("weights") / "alexnet.pth"
-    torch.save(alexnet(weights=None).state_dict(), path)
-    return path
 
 
 def extract_command(input_dir, cache, weights, *extra):
