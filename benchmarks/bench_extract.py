@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from machine import machine
 from pipeline.extract import ExtractOptions, decode_loader, extract, resolve_device
 from pipeline.features import CROP_SIZE, FeatureExtractor, resolve_weights
 from pipeline.inputs import find_videos
@@ -81,18 +81,6 @@ def cnn_ceiling(extractor: FeatureExtractor, batch_size: int, seconds: float) ->
         extractor(frames).cpu()  # the same host round trip extract makes
         done += batch_size
     return done / (time.perf_counter() - start)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores"
-    if torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name()}"
-    return text
 
 
 def main(argv=None) -> None:

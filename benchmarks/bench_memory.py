@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_extract import _write_one, make_videos, machine  # noqa: E402
+from bench_extract import _write_one, make_videos  # noqa: E402
+from machine import machine  # noqa: E402
 from rss import descendants, rss_kib  # noqa: E402
 
 from pipeline.extract import resolve_device  # noqa: E402

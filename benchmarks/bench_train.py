@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_extract import machine  # noqa: E402
+from machine import machine  # noqa: E402
 
 from pipeline.cache import CacheWriter, open_cache
 from pipeline.model import WindowLSTM

@@ -23,8 +23,7 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--batch-size", type=int, default=None, help="frames per CNN batch (default 512 on GPU, 32 on CPU)")
     p.add_argument("--workers", type=int, default=None,
-                   help="decoding processes (default: every core but one with a GPU; one per 8 cores on a CPU; "
-                        "0 decodes in the main process)")
+                   help="decoding processes (default: every core but one; 0 decodes in the main process)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                    help="CNN arithmetic on CUDA (default fp32 with TF32 matmuls)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored feature dtype")

@@ -124,8 +124,10 @@ class DecodeJobs(IterableDataset):
             first = True
             total = len(r.times)
             sent = 0
-            for times, source_index, frames in chunks:
+            for number_in_video, (times, source_index, frames) in enumerate(chunks):
                 sent += len(times)
+                if number_in_video % TRIM_EVERY == TRIM_EVERY - 1:
+                    release_free_memory()  # decoding frees MB-sized buffers too
                 yield {
                     "kind": "chunk", "video": number, "first": first, "last": sent == total,
                     "duration": r.duration, "source_fps": r.source_fps, "frames_total": total,
@@ -139,17 +141,26 @@ class DecodeJobs(IterableDataset):
             yield {"kind": "failed", "video": number, "error": f"unexpected {type(e).__name__}: {e}"[:300]}
 
 
-def _return_large_buffers_to_the_os() -> None:
-    """Pin glibc's mmap threshold at its 128 KB default. glibc raises it after each large free, so
-    frame batches (MBs each, freed every step) then come from the heap, which fragments and grows:
-    1.1 GB -> 2.7 GB in one minute of 720p on a CPU, 3 GB for ten minutes. Pinned, they are mapped and
-    unmapped, and RSS stays flat whatever the video's length. Workers inherit it through fork."""
+def _load_libc():
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # -3 = M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return None
+
+
+_LIBC = _load_libc()
+TRIM_EVERY = 8  # batches (or decoded chunks) between returns of free heap memory to the OS
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the OS. glibc raises its mmap threshold after each large
+    free, so the MB-sized frame batches freed every step come from a heap that then only grows:
+    1.1 -> 3 GB over ten minutes of 720p. Trimming every few batches keeps RSS flat for about 2% of
+    speed (pinning the threshold instead cost 18%: every batch's pages faulted in anew)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _init_decode_worker(_worker_id: int) -> None:
@@ -201,7 +212,6 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
     if options.precision not in PRECISIONS:
         raise CacheError(f"--precision must be one of {', '.join(PRECISIONS)}")
     device = resolve_device(options.device)
-    _return_large_buffers_to_the_os()
     state_dict, identity = resolve_weights(options.weights)
     settings = cache_settings(identity, options)
     started = time.perf_counter()
@@ -241,18 +251,16 @@ def _prepare_sharded_cache(cache_path: Path, settings: dict) -> set[str]:
     return {vid for vid, r in read_records(cache_path).items() if r.status == "ok"}
 
 
-def default_workers(on_gpu: bool) -> int:
-    """Decode processes. With a GPU, decoding is the bottleneck: every core but one decodes. On a
-    CPU the CNN is, and it wants every core: a decoder process beside it makes its threads wait
-    (0.78 of the CNN's speed on 2 cores, against 0.86 decoding between batches), so one decoder per
-    8 cores, and none below 8 cores, where decoding runs in the main process between batches."""
-    cores = os.cpu_count() or 2
-    return max(1, cores - 1) if on_gpu else cores // 8
+def default_workers() -> int:
+    """Decode processes: every core but one. With a GPU, decoding is the bottleneck; on a CPU the
+    CNN is, and a decoder process beside it still beats decoding between batches (0.93 against 0.87
+    of the CNN's speed on 2 cores, BENCHMARKS.md)."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: int, pin_memory: bool) -> DataLoader:
     """Chunks of decoded, resized and cropped frames from every video, decoded in worker processes."""
-    workers = options.workers if options.workers is not None else default_workers(on_gpu=pin_memory)
+    workers = options.workers if options.workers is not None else default_workers()
     workers = min(workers, len(todo))
     return DataLoader(
         DecodeJobs(todo, options.fps, chunk_frames=min(batch_size, 128)),
@@ -279,7 +287,7 @@ class _ExtractLoop:
         self.commits: deque[Future] = deque()
         self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
         self.bar = tqdm(total=len(todo), unit="video", desc="extract", disable=not progress, dynamic_ncols=True)
-        self.frames_seen = 0
+        self.frames_seen = self.batches_run = 0
 
     def run(self, items) -> None:
         try:
@@ -329,6 +337,9 @@ class _ExtractLoop:
             if c["last"]:
                 self.commits.append(self.committer.submit(self.writers.pop(c["video"]).commit))
         self.frames_seen += len(features)
+        self.batches_run += 1
+        if self.batches_run % TRIM_EVERY == 0:
+            release_free_memory()
         rate = self.frames_seen / max(self.bar.format_dict["elapsed"], 1e-9)
         self.bar.set_postfix_str(f"{rate:.0f} frames/s", refresh=False)
 
