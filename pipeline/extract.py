@@ -142,11 +142,13 @@ class DecodeJobs(IterableDataset):
 
 
 def _load_libc():
+    """glibc, for malloc_trim and prctl; None elsewhere (macOS, musl), where both are skipped."""
     try:
         import ctypes
 
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "prctl") else None
+    except OSError:
         return None
 
 
@@ -171,12 +173,8 @@ def _init_decode_worker(_worker_id: int) -> None:
 def _die_with_parent() -> None:
     """A worker blocked on a full queue outlives a `kill -9` of the main process, holding memory
     for good; on Linux, ask the kernel to kill it when its parent dies."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except OSError:  # not Linux: nothing to do
-        pass
+    if _LIBC is not None:  # Linux
+        _LIBC.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     if os.getppid() == 1:  # the parent died before prctl
         os._exit(1)
 
