@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .safe_load import load_without_code
 
 # AlexNet_Weights.IMAGENET1K_V1.transforms(): resize the short side to 256 (bilinear, antialiased),
 # centre-crop 224, scale to [0, 1], normalise with the ImageNet mean and std, RGB order.
@@ -50,18 +50,7 @@ def sha256_of(path: Path) -> str:
 
 def load_state_dict(path: Path) -> dict:
     """A state dict from a file, never running code from it (weights_only=True)."""
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols it then reads fine
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line]
-        raise WeightsError(
-            f"{path}: refused to load: it holds more than tensors, and loading it could run code"
-            + (f" ({found[0]})" if found else "")
-        ) from None
-    except (OSError, RuntimeError, EOFError) as e:
-        raise WeightsError(f"{path}: cannot read as a PyTorch state dict: {str(e).strip().splitlines()[0]}") from None
+    state = load_without_code(path, WeightsError, "PyTorch state dict")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import pickle
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from tqdm import tqdm
 
 from .cache import FeatureCache, open_cache, settings_differences, write_atomic, write_json_atomic
 from .model import WindowLSTM
+from .safe_load import load_without_code
 from .windows import (GPU_FRACTION, EpochBatches, RamBatches, StreamBatches, Windows, cache_windows, choose_data_mode,
                       default_workers, feature_stats, load_features, split_by_video, window_starts)
 
@@ -102,18 +102,7 @@ def _to_cpu(obj):
 
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint written by `pipeline train`, loaded with weights_only=True: never runs code."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise TrainError(f"{path}: no such checkpoint") from None
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise TrainError(
-            f"{path}: refused to load: the file holds more than tensors and plain containers, "
-            f"and loading it could run code ({first})"
-        ) from None
-    except (OSError, RuntimeError, EOFError) as e:
-        raise TrainError(f"{path}: cannot read the checkpoint: {str(e).strip().splitlines()[0]}") from None
+    checkpoint = load_without_code(path, TrainError, "checkpoint")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise TrainError(f"{path}: not a checkpoint of `pipeline train` (format {CHECKPOINT_FORMAT})")
     return checkpoint
