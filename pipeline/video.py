@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,9 +26,12 @@ def time_tolerance(t):
     return 1e-6 + np.abs(t) * 2.0**-22
 
 
-# Source frames between reopenings of the decoder (see VideoDecoder.chunks): bounds decord's
-# read-ahead; each reopening costs a seek, at most one keyframe interval of extra decoding.
-REOPEN_EVERY_FRAMES = 2048
+# Decoding runs in segments of at most MAX_SEGMENT_FRAMES output frames (77 MB once cropped), cut
+# where possible at a keyframe at least MIN_SEGMENT_FRAMES in; see VideoDecoder.chunks.
+MIN_SEGMENT_FRAMES = 128
+MAX_SEGMENT_FRAMES = 512
+DECODE_BATCH = 64  # frames per get_batch call: bounds the uncropped frames held at once
+READ_AHEAD_BUDGET = 256  # frames decord may decode ahead (90 MB at 455x256) before they are dropped
 
 
 class VideoError(Exception):
@@ -137,24 +141,68 @@ class VideoDecoder:
     def _open_resized(self):
         import decord
 
-        self.opened_at = 0  # source frame index the reader was (re)opened at
         return decord.VideoReader(str(self.path), width=self.width, height=self.height, num_threads=1)
 
     def chunks(self, max_frames: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(times, source_index, frames) in order, at most `max_frames` output frames at a time;
-        frames are uint8 RGB (n, crop, crop, 3). Memory is bounded by max_frames, not the length."""
+        frames are uint8 RGB (n, crop, crop, 3). Memory is bounded by a segment, not the length.
+
+        decord's reader queues compressed packets ahead of the frame it is asked for, up to the end
+        of the file, and its decoding thread turns them all into frames while the caller is busy
+        elsewhere (here: waiting for the CNN): 5 GB over ten minutes of 720p. Any seek empties the
+        queues, and a seek to a keyframe costs no extra decoding, only a restart (about 45 ms at
+        720p). So each segment is decoded without a pause, and when the caller has kept the reader
+        waiting long enough for READ_AHEAD_BUDGET frames to pile up, the read-ahead is dropped at
+        the keyframe that starts the next segment. A caller that keeps up never pays for a drop."""
         r = self.resampling
-        for start in range(0, len(r.times), max_frames):
-            source = r.source_index[start:start + max_frames]
-            unique, inverse = np.unique(source, return_inverse=True)  # repeated frames decode once
+        waited = float("inf")  # seconds the reader sat idle since the last drop; unknown at first
+        decoded, busy = 0, 0.0  # for decord's decoding rate
+        for start, stop, next_starts_at_keyframe in self._segments():
+            unique, inverse = np.unique(r.source_index[start:stop], return_inverse=True)  # repeats decode once
+            began = time.perf_counter()
+            frames = self._decode(unique)
+            busy, decoded = busy + time.perf_counter() - began, decoded + len(unique)
+            if next_starts_at_keyframe and waited * decoded / busy >= READ_AHEAD_BUDGET:
+                self._drop_read_ahead()
+                waited = 0.0
+            for first in range(0, stop - start, max_frames):
+                last = min(first + max_frames, stop - start)
+                paused = time.perf_counter()
+                yield (r.times[start + first:start + last], r.source_index[start + first:start + last],
+                       frames[inverse[first:last]])
+                waited += time.perf_counter() - paused
+
+    def _drop_read_ahead(self) -> None:
+        try:
+            self.reader.seek(0)  # any seek empties the queues; the next get_batch seeks to the keyframe
+        except Exception as e:
+            raise VideoError(f"cannot seek: {_one_line(e)}") from None
+
+    def _segments(self) -> Iterator[tuple[int, int, bool]]:
+        """(start, stop, the next segment starts at a keyframe) over the output frames."""
+        source = self.resampling.source_index
+        keyframes = np.asarray(self.reader.get_key_indices(), dtype=np.int64)
+        # Output frame j starts a new keyframe interval when a keyframe lies in (source[j-1], source[j]].
+        interval = np.searchsorted(keyframes, source, side="right")
+        cuts = np.flatnonzero(np.diff(interval)) + 1
+        start = 0
+        while start < len(source):
+            stop = min(start + MAX_SEGMENT_FRAMES, len(source))
+            within = cuts[(cuts >= start + MIN_SEGMENT_FRAMES) & (cuts <= stop)]
+            at_keyframe = len(within) > 0 and stop < len(source)
+            if at_keyframe:
+                stop = int(within[-1])
+            yield start, stop, at_keyframe
+            start = stop
+
+    def _decode(self, unique: np.ndarray) -> np.ndarray:
+        """The cropped frames at these ascending source indices, decoded without a pause."""
+        frames = np.empty((len(unique), self.crop, self.crop, 3), np.uint8)
+        for first in range(0, len(unique), DECODE_BATCH):
+            wanted = unique[first:first + DECODE_BATCH]
             try:
-                if unique[0] - self.opened_at >= REOPEN_EVERY_FRAMES:
-                    # decord decodes ahead of what is asked for, without a cap, while its consumer
-                    # (the CNN) is slower: 5 GB for 10 minutes of 720p. A new reader starts empty.
-                    self.reader = self._open_resized()
-                    self.opened_at = int(unique[0])
-                decoded = self.reader.get_batch(unique).asnumpy()
+                decoded = self.reader.get_batch(wanted).asnumpy()
             except Exception as e:
-                raise VideoError(f"cannot decode frames {unique[0]}-{unique[-1]}: {_one_line(e)}") from None
-            cropped = decoded[:, self.top:self.top + self.crop, self.left:self.left + self.crop]
-            yield r.times[start:start + max_frames], source, np.ascontiguousarray(cropped[inverse])
+                raise VideoError(f"cannot decode frames {wanted[0]}-{wanted[-1]}: {_one_line(e)}") from None
+            frames[first:first + len(wanted)] = decoded[:, self.top:self.top + self.crop, self.left:self.left + self.crop]
+        return frames

@@ -97,14 +97,49 @@ def test_bad_files_raise_a_one_line_reason(tmp_path, content, reason):
     assert "\n" not in str(e.value)
 
 
-def test_reopening_the_decoder_midway_still_gives_the_named_frames(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fps", [25, 30, 60])
+def test_dropping_the_read_ahead_at_keyframes_still_gives_the_named_frames(tmp_path, monkeypatch, fps):
     import pipeline.video
 
-    monkeypatch.setattr(pipeline.video, "REOPEN_EVERY_FRAMES", 10)  # bounds decord's read-ahead
-    path = write_video(tmp_path / "v.mp4", 50, fps=25)
+    monkeypatch.setattr(pipeline.video, "MIN_SEGMENT_FRAMES", 4)
+    monkeypatch.setattr(pipeline.video, "MAX_SEGMENT_FRAMES", 12)
+    monkeypatch.setattr(pipeline.video, "DECODE_BATCH", 5)
+    monkeypatch.setattr(pipeline.video, "READ_AHEAD_BUDGET", 0)  # drop at every keyframe cut
+    path = write_video(tmp_path / "v.mp4", 60, fps=fps, keyframe_every=10)
     decoder = VideoDecoder(path, 30.0, 256, 224)
+    drops = []
+    drop = decoder._drop_read_ahead
+    monkeypatch.setattr(decoder, "_drop_read_ahead", lambda: drops.append(1) or drop())
     seen = []
     for _, source_index, frames in decoder.chunks(max_frames=7):
         assert [frame_number(f) for f in frames] == source_index.tolist()
         seen += source_index.tolist()
-    assert seen == decoder.resampling.source_index.tolist() and decoder.opened_at > 0
+    assert seen == decoder.resampling.source_index.tolist()
+    assert len(drops) >= 2
+
+
+def test_a_reader_that_is_never_kept_waiting_is_dropped_once_only(tmp_path, monkeypatch):
+    import pipeline.video
+
+    monkeypatch.setattr(pipeline.video, "MIN_SEGMENT_FRAMES", 4)
+    monkeypatch.setattr(pipeline.video, "MAX_SEGMENT_FRAMES", 12)
+    path = write_video(tmp_path / "v.mp4", 60, keyframe_every=10)
+    decoder = VideoDecoder(path, 30.0, 256, 224)
+    drops = []
+    drop = decoder._drop_read_ahead
+    monkeypatch.setattr(decoder, "_drop_read_ahead", lambda: drops.append(1) or drop())
+    assert sum(len(t) for t, _, _ in decoder.chunks(max_frames=7)) == 60
+    assert len(drops) == 1  # the first cut, before the caller's pace is known
+
+
+def test_a_video_without_keyframes_to_cut_at_is_cut_at_the_segment_cap(tmp_path, monkeypatch):
+    import pipeline.video
+
+    monkeypatch.setattr(pipeline.video, "MIN_SEGMENT_FRAMES", 4)
+    monkeypatch.setattr(pipeline.video, "MAX_SEGMENT_FRAMES", 9)
+    path = write_video(tmp_path / "v.mp4", 40, keyframe_every=1000)  # one keyframe, at the start
+    decoder = VideoDecoder(path, 30.0, 256, 224)
+    assert [(a, b, k) for a, b, k in decoder._segments()] == [(0, 9, False), (9, 18, False), (18, 27, False),
+                                                             (27, 36, False), (36, 40, False)]
+    seen = [n for _, source_index, frames in decoder.chunks(max_frames=4) for n in map(frame_number, frames)]
+    assert seen == list(range(40))

@@ -25,9 +25,11 @@ def frame_number(frame: np.ndarray) -> int:
 
 
 def write_video(path, frames: int | list[np.ndarray], fps: float = 30, width: int = 64, height: int = 48,
-                pts_ms: list[int] | None = None) -> Path:
+                pts_ms: list[int] | None = None, keyframe_every: int | None = None) -> Path:
     """Write an H.264 mp4. `frames` is a count (flat grey frames, see gray_level) or a list of RGB
-    arrays. `pts_ms` gives each frame's presentation time in milliseconds: a variable frame rate."""
+    arrays. `pts_ms` gives each frame's presentation time in milliseconds: a variable frame rate.
+    `keyframe_every` makes a keyframe every that many frames, with B-frames between, as cameras
+    and streaming encoders do."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     images = frames if isinstance(frames, list) else [
@@ -37,6 +39,8 @@ def write_video(path, frames: int | list[np.ndarray], fps: float = 30, width: in
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(100000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
         stream.options = {"qp": "0", "preset": "ultrafast"}  # lossless
+        if keyframe_every:
+            stream.options["x264-params"] = f"keyint={keyframe_every}:min-keyint={keyframe_every}:scenecut=0:bframes=2"
         if pts_ms is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
         for i, image in enumerate(images):
