@@ -180,23 +180,41 @@ def _die_with_parent() -> None:
 
 
 class _Batcher:
-    """Collects chunks from any videos until a CNN batch is full."""
+    """Collects chunks from any videos into CNN batches of exactly `batch_size` frames: cuDNN tunes
+    its kernels anew for each batch shape it meets, and batches of varying size kept it tuning."""
 
     def __init__(self, batch_size: int):
-        self.batch_size, self.chunks, self.frames = batch_size, [], 0
+        self.batch_size, self.chunks, self.frames = batch_size, deque(), 0
 
-    def add(self, chunk: dict) -> bool:
+    def add(self, chunk: dict) -> None:
         self.chunks.append(chunk)
         self.frames += len(chunk["times"])
+
+    def full(self) -> bool:
         return self.frames >= self.batch_size
 
     def drop_video(self, number: int) -> None:
-        self.chunks = [c for c in self.chunks if c["video"] != number]
+        self.chunks = deque(c for c in self.chunks if c["video"] != number)
         self.frames = sum(len(c["times"]) for c in self.chunks)
 
     def take(self) -> list[dict]:
-        chunks, self.chunks, self.frames = self.chunks, [], 0
-        return chunks
+        """The next batch: `batch_size` frames, splitting a chunk if need be, or all that is left."""
+        taken, count = [], 0
+        while self.chunks and count < self.batch_size:
+            chunk = self.chunks.popleft()
+            room = self.batch_size - count
+            if len(chunk["times"]) > room:
+                self.chunks.appendleft(_part(chunk, slice(room, None), first=False))
+                chunk = _part(chunk, slice(0, room), last=False)
+            taken.append(chunk)
+            count += len(chunk["times"])
+        self.frames -= count
+        return taken
+
+
+def _part(chunk: dict, frames: slice, **flags) -> dict:
+    return {**chunk, **flags, "times": chunk["times"][frames], "source_index": chunk["source_index"][frames],
+            "frames": chunk["frames"][frames]}
 
 
 def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> ExtractSummary:
@@ -286,6 +304,7 @@ class _ExtractLoop:
         self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-writer")
         self.bar = tqdm(total=len(todo), unit="video", desc="extract", disable=not progress, dynamic_ncols=True)
         self.frames_seen = self.batches_run = 0
+        self.in_flight = None  # (chunks, PendingFeatures): the batch the CNN is working on
 
     def run(self, items) -> None:
         try:
@@ -298,10 +317,12 @@ class _ExtractLoop:
                     self.writers[item["video"]] = self.cache.begin_video(
                         source.id, source.label, str(source.path), item["source_fps"], item["duration"],
                         item["frames_total"])
-                if self.batcher.add(item):
+                self.batcher.add(item)
+                while self.batcher.full():
                     self._run_batch()
                 self._collect_commits(wait=len(self.commits) > self.MAX_PENDING_COMMITS)
             self._run_batch()
+            self._run_batch()  # files the last batch
             while self.commits:
                 self._collect_commits(wait=True)
         except RuntimeError as e:
@@ -323,17 +344,26 @@ class _ExtractLoop:
         self.bar.update(1)
 
     def _run_batch(self) -> None:
+        """Start the CNN on the batched chunks, then file the previous batch while it runs."""
         chunks = self.batcher.take()
-        if not chunks:
-            return
-        features = self.extractor([c["frames"] for c in chunks]).cpu().numpy()
+        started = None
+        if chunks:
+            started = (chunks, self.extractor.start([c.pop("frames") for c in chunks]))  # frames: no longer needed
+        if self.in_flight:
+            self._file(*self.in_flight)
+        self.in_flight = started
+
+    def _file(self, chunks: list[dict], pending) -> None:
+        features = pending.numpy()
         offset = 0
         for c in chunks:
             n = len(c["times"])
-            self.writers[c["video"]].append(features[offset:offset + n], c["times"].numpy(), c["source_index"].numpy())
+            writer = self.writers.get(c["video"])
+            if writer is not None:  # None: the video failed after this chunk was sent to the CNN
+                writer.append(features[offset:offset + n], c["times"].numpy(), c["source_index"].numpy())
+                if c["last"]:
+                    self.commits.append(self.committer.submit(self.writers.pop(c["video"]).commit))
             offset += n
-            if c["last"]:
-                self.commits.append(self.committer.submit(self.writers.pop(c["video"]).commit))
         self.frames_seen += len(features)
         self.batches_run += 1
         if self.batches_run % TRIM_EVERY == 0:

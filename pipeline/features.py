@@ -114,6 +114,12 @@ class FeatureExtractor:
     device: torch.device
     precision: str = "fp32"
 
+    def __post_init__(self):
+        # Made once: a tensor made from host values each batch would wait for the GPU to finish the
+        # batch before (a copy from pageable memory synchronizes the stream first).
+        self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1) * 255.0
+
     @classmethod
     def create(cls, state_dict: dict | None, device: torch.device, precision: str = "fp32") -> "FeatureExtractor":
         model = build_alexnet(state_dict).to(device)
@@ -131,12 +137,34 @@ class FeatureExtractor:
         # Chunks are joined on the device: joining pinned chunks on the host would make an unpinned
         # copy, and copies from unpinned memory are neither asynchronous nor as fast.
         x = torch.cat([f.to(self.device, non_blocking=True) for f in frames]).permute(0, 3, 1, 2)  # NHWC -> NCHW view
-        mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1) * 255.0
-        x = (x.float() - mean) / std  # == ((x / 255) - MEAN) / STD, in one pass
+        x = (x.float() - self.mean) / self.std  # == ((x / 255) - MEAN) / STD, in one pass
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             out = self.model(x)
         return out.float()
+
+    @torch.inference_mode()
+    def start(self, frames: list[torch.Tensor]) -> "PendingFeatures":
+        """Queue a batch and return at once on CUDA, so the host can file the previous batch while
+        the GPU computes this one; on a CPU the work is done before this returns."""
+        out = self(frames)
+        if self.device.type != "cuda":
+            return PendingFeatures(out, None)
+        host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        host.copy_(out, non_blocking=True)
+        done = torch.cuda.Event(blocking=True)  # a waiting thread sleeps instead of spinning on a core
+        done.record()
+        return PendingFeatures(host, done)
+
+
+@dataclass
+class PendingFeatures:
+    host: torch.Tensor  # (N, 1000) float32, on the host once `done` has fired
+    done: "torch.cuda.Event | None"
+
+    def numpy(self):
+        if self.done is not None:
+            self.done.synchronize()
+        return self.host.numpy()

@@ -123,6 +123,30 @@ def test_decoding_in_worker_processes_gives_the_same_features(tmp_path, capsys, 
             np.testing.assert_allclose(a.features(video_id), b.features(video_id), rtol=1e-4, atol=1e-4)
 
 
+def test_cnn_batches_hold_exactly_the_batch_size_whatever_the_chunk_sizes():
+    from pipeline.extract import _Batcher
+
+    def chunk(video, first_frame, n, last):
+        times = torch.arange(first_frame, first_frame + n)
+        return {"video": video, "first": first_frame == 0, "last": last, "times": times,
+                "source_index": times.clone(), "frames": times.view(-1, 1, 1, 1).expand(n, 2, 2, 3)}
+
+    batcher, batches = _Batcher(8), []
+    for c in [chunk(0, 0, 5, False), chunk(0, 5, 7, True), chunk(1, 0, 3, False), chunk(1, 3, 10, True)]:
+        batcher.add(c)
+        while batcher.full():
+            batches.append(batcher.take())
+    batches.append(batcher.take())  # what is left at the end
+    assert [sum(len(c["times"]) for c in b) for b in batches] == [8, 8, 8, 1]
+    parts = [c for b in batches for c in b]
+    for video, frames in ((0, 12), (1, 13)):
+        mine = [c for c in parts if c["video"] == video]
+        assert torch.cat([c["frames"][:, 0, 0, 0] for c in mine]).tolist() == list(range(frames))
+        assert torch.cat([c["times"] for c in mine]).tolist() == list(range(frames))
+        assert [c["last"] for c in mine] == [False] * (len(mine) - 1) + [True]
+        assert [c["first"] for c in mine] == [True] + [False] * (len(mine) - 1)
+
+
 def test_a_bad_video_is_recorded_as_failed_and_the_rest_still_done(tmp_path, capsys, weights_file):
     write_video(tmp_path / "in" / "x" / "good.mp4", 12)
     (tmp_path / "in" / "x" / "bad.mp4").write_text("this is not a video")
