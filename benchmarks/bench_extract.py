@@ -7,6 +7,7 @@ Three figures, in frames/s of 30 fps output:
   decode ceiling  the same decode workers, decoder resize and crop, and no CNN
   cnn ceiling     the same model, device, batch size and precision on frames already in memory
   extract         pipeline's extract() end to end into a new cache (worker start-up included)
+Under the decode ceiling and extract, a line says how many cores each part kept busy.
 Last line: extract_ratio = extract / the lower ceiling. Targets: >= 0.85 on a 2-core CPU
 (bound by the CNN), >= 0.9 on a GPU box (bound by decoding).
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cpu_use import CpuUse
 from machine import machine
 from pipeline.extract import ExtractOptions, decode_loader, extract, resolve_device
 from pipeline.features import CROP_SIZE, FeatureExtractor, resolve_weights
@@ -88,7 +90,8 @@ def main(argv=None) -> None:
     parser.add_argument("--size", default="320x240", choices=sorted(SIZES))
     parser.add_argument("--videos", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each generated video")
-    parser.add_argument("--folder", help="use these videos instead of generated ones")
+    parser.add_argument("--folder", help="use the videos in this folder; if it does not exist, make them there "
+                        "(to run other settings on the same videos later)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
@@ -102,7 +105,7 @@ def main(argv=None) -> None:
                              precision=args.precision, progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.folder) if args.folder else Path(tmp) / "videos"
-        if not args.folder:
+        if not folder.exists():
             started = time.perf_counter()
             make_videos(folder, args.size, args.videos, args.seconds)
             print(f"made {args.videos} videos of {args.seconds:g} s at {args.size} in {time.perf_counter() - started:.1f} s")
@@ -110,9 +113,11 @@ def main(argv=None) -> None:
         print(f"machine: {machine()}; torch {torch.__version__}; device {device}, batch {batch_size}, "
               f"precision {args.precision}, workers {args.workers if args.workers is not None else 'default'}")
 
-        frames, seconds = decode_ceiling(sources, options, batch_size, pin=device.type == "cuda")
+        with CpuUse() as use:
+            frames, seconds = decode_ceiling(sources, options, batch_size, pin=device.type == "cuda")
         decode_fps = frames / seconds
         print(f"decode ceiling: {decode_fps:9.1f} frames/s ({frames} frames in {seconds:.1f} s)")
+        print(f"  {use.report()}")
 
         state_dict, _ = resolve_weights("random")
         extractor = FeatureExtractor.create(state_dict, device, args.precision)
@@ -122,10 +127,12 @@ def main(argv=None) -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-        summary = extract(sources, Path(tmp) / "cache", options)
+        with CpuUse() as use:
+            summary = extract(sources, Path(tmp) / "cache", options)
         extract_fps = summary.frames / summary.seconds
         print(f"extract:        {extract_fps:9.1f} frames/s ({summary.frames} frames in {summary.seconds:.1f} s, "
               f"{len(summary.failures)} failed)")
+        print(f"  {use.report()}")
     bound = "decode" if decode_fps < cnn_fps else "cnn"
     print(f"bound by {bound}; extract_ratio = extract / min(decode, cnn)")
     print(f"extract_ratio={extract_fps / min(decode_fps, cnn_fps):.3f}")

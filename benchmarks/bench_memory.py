@@ -4,13 +4,14 @@
     python benchmarks/bench_memory.py soak [--videos 300]
 
 `long` extracts one video of each length and prints the peak RSS of the extract process and of its
-whole process tree (decode workers included). Decoded frames are bounded by the chunk size, so the
-peak should differ between lengths only by the video's features, held until the video is written
-(4 KB a frame in float32, twice while the file image is built: see cache.VideoWriter).
+whole process tree (decode workers included). Decoded frames are bounded by a decoding segment (see
+video.VideoDecoder.chunks), so the peak should differ between lengths only by the video's features,
+held until the video is written (4 KB a frame in float32, twice while the file image is built: see
+cache.VideoWriter).
 
-`soak` extracts many short videos and samples the main process's RSS over time; it prints RSS at
-20, 40, 60, 80 and 95% of the run and the growth from 40% to 95% (decord has a history of leaks; a
-leak shows as steady growth).
+`soak` extracts many short videos and samples RSS over time, of the main process and of the whole
+process tree; it prints both at 20, 40, 60, 80 and 95% of the run and their growth from 40% to 95%
+(decord has a history of leaks; a leak shows as steady growth).
 """
 
 from __future__ import annotations
@@ -66,10 +67,12 @@ def soak(videos: int) -> None:
         make_videos(Path(tmp) / "in", "320x240", videos, 1.0)
         samples, seconds = sample_extract(Path(tmp) / "in", Path(tmp) / "cache")
     # at 20, 40, 60, 80 and 95% of the run: the very last samples are the process shutting down
-    at = [samples[int((len(samples) - 1) * f)][1] / 1024 for f in (0.2, 0.4, 0.6, 0.8, 0.95)]
-    print(f"soak: {videos} videos of 1 s at 320x240 in {seconds:.0f} s; main RSS at 20/40/60/80/95% of the run: "
-          + ", ".join(f"{mib:.0f}" for mib in at) + " MiB")
-    print(f"soak_growth_mib={at[-1] - at[1]:.0f} (from 40% to 95% of the run)")
+    points = [samples[int((len(samples) - 1) * f)] for f in (0.2, 0.4, 0.6, 0.8, 0.95)]
+    main_mib, tree_mib = [p[1] / 1024 for p in points], [p[2] / 1024 for p in points]
+    print(f"soak: {videos} videos of 1 s at 320x240 in {seconds:.0f} s; RSS at 20/40/60/80/95% of the run: "
+          f"main {', '.join(f'{m:.0f}' for m in main_mib)} MiB; process tree {', '.join(f'{m:.0f}' for m in tree_mib)} MiB")
+    print(f"soak_growth_mib={main_mib[-1] - main_mib[1]:.0f} tree_growth_mib={tree_mib[-1] - tree_mib[1]:.0f} "
+          "(from 40% to 95% of the run)")
 
 
 def main(argv=None) -> None:
