@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from videos import textured_frames, write_video
+from videos import rotate_90_on_display, textured_frames, write_video
 
 import pipeline
 from pipeline.cache import CacheWriter, read_settings
@@ -149,6 +149,7 @@ def test_odd_but_valid_videos_succeed(tmp_path, capsys, weights_file):
     write_video(tmp_path / "in" / "odd" / "one frame.mp4", 1)
     write_video(tmp_path / "in" / "odd" / "odd size.mp4", [np.full((17, 33, 3), 120, np.uint8)] * 5)
     write_video(tmp_path / "in" / "odd" / "portrait.mp4", textured_frames(5, width=48, height=96))
+    rotate_90_on_display(write_video(tmp_path / "in" / "odd" / "rotated.mp4", textured_frames(6, width=96, height=48)))
     write_video(tmp_path / "in" / "vidéos à part" / "clip ünïcode 映像.mp4", 8)
     code = main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / "cache"), "--weights", str(weights_file),
                  "--workers", "0"])
@@ -157,6 +158,7 @@ def test_odd_but_valid_videos_succeed(tmp_path, capsys, weights_file):
         assert c.num_frames("odd/one frame.mp4") == 1
         assert c.num_frames("odd/odd size.mp4") == 5
         assert c.num_frames("odd/portrait.mp4") == 5
+        assert c.num_frames("odd/rotated.mp4") == 6
         assert c.label("vidéos à part/clip ünïcode 映像.mp4") == "vidéos à part"
 
 

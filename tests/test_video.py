@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from videos import frame_number, write_video
+from videos import frame_number, rotate_90_on_display, write_video
 
 from pipeline.video import VideoDecoder, VideoError, center_crop_box, decoder_size, resample
 
@@ -143,3 +143,17 @@ def test_a_video_without_keyframes_to_cut_at_is_cut_at_the_segment_cap(tmp_path,
                                                              (27, 36, False), (36, 40, False)]
     seen = [n for _, source_index, frames in decoder.chunks(max_frames=4) for n in map(frame_number, frames)]
     assert seen == list(range(40))
+
+
+def test_a_video_marked_rotated_is_decoded_upright(tmp_path):
+    image = np.zeros((240, 320, 3), np.uint8)
+    image[:, :160] = 200  # left half light
+    image[:40, :, 1] = 255  # a green band along the top
+    path = rotate_90_on_display(write_video(tmp_path / "phone.mp4", [image] * 3))
+    decoder = VideoDecoder(path, 30.0, 256, 224)
+    assert decoder.source_size == (240, 320)  # as displayed: portrait
+    _, _, frames = next(decoder.chunks(max_frames=3))
+    frame = frames[0].astype(int)
+    # Turned clockwise: the light left half is now the top, the green top band the right edge.
+    assert frame[:100, :180, 0].mean() > 190 and frame[130:, :180, 0].mean() < 10
+    assert frame[:, -12:, 1].mean() > 240 and frame[120:, -12:, 0].mean() < 10

@@ -6,6 +6,7 @@ source frame it is: tests can check which source frame an output frame holds.
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,6 +52,17 @@ def write_video(path, frames: int | list[np.ndarray], fps: float = 30, width: in
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    return path
+
+
+def rotate_90_on_display(path) -> Path:
+    """Mark an mp4 as shown turned 90 degrees clockwise, as phones mark portrait footage: the display
+    matrix in the track header (tkhd), which players, ffmpeg and decord apply."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    matrix = data.index(b"tkhd") - 4 + 48  # box start, then a version-0 tkhd's fields up to its matrix
+    data[matrix:matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)
+    path.write_bytes(data)
     return path
 
 
