@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, devices
 from .cache import (FORMAT_VERSION, SETTINGS_FILE, CacheError, CacheWriter, read_records, refuse_other_settings,
                     shard_dir, write_json_atomic)
 from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, RESIZE_SHORT_SIDE, FeatureExtractor,
@@ -60,12 +60,8 @@ class ExtractSummary:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CacheError("--device cuda was asked for, but torch sees no CUDA device here")
-    return device
+    # auto never picks MPS here: the fast paths (pinned memory, channels_last, --precision) are CUDA's.
+    return devices.resolve_device(name, CacheError)
 
 
 def for_torchrun_rank(options: ExtractOptions) -> ExtractOptions:

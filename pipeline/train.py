@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import devices
 from .cache import FeatureCache, open_cache, settings_differences, write_atomic, write_json_atomic
 from .model import WindowLSTM
 from .safe_load import load_without_code
@@ -109,23 +110,7 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TrainError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainError("--device cuda was asked for, but torch sees no CUDA device here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise TrainError("--device mps was asked for, but torch sees no MPS device here")
-    return device
+    return devices.resolve_device(name, TrainError, auto_mps=True)  # the LSTM is small enough for any device
 
 
 # --- settings -----------------------------------------------------------------------------------

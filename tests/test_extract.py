@@ -123,6 +123,18 @@ def test_decoding_in_worker_processes_gives_the_same_features(tmp_path, capsys, 
             np.testing.assert_allclose(a.features(video_id), b.features(video_id), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("device, message", [("gpu", "unknown device 'gpu'"), ("vulkan", "unsupported device"),
+                                             ("cuda:7", "--device cuda:7")])
+def test_a_wrong_device_is_a_one_line_message_and_makes_no_cache(tmp_path, capsys, video_folder, weights_file, device,
+                                                                message):
+    if device == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    code, _, err = run_cli(capsys, "extract", video_folder, "--out", tmp_path / "c", "--weights", weights_file,
+                           "--device", device)
+    assert code == EXIT_ERROR and message in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()
+
+
 def test_cnn_batches_hold_exactly_the_batch_size_whatever_the_chunk_sizes():
     from pipeline.extract import _Batcher
 

@@ -134,6 +134,13 @@ def test_evaluate_refuses_a_cache_made_with_other_feature_settings(synthetic_run
     assert "fps" in err and "25.0" in err and "Traceback" not in err
 
 
+def test_a_wrong_device_for_train_is_a_one_line_message(synthetic_run, tmp_path, capsys):
+    cache, _, _ = synthetic_run
+    assert main(["train", str(cache), "--out", str(tmp_path / "run"), "--device", "gpu"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown device 'gpu'" in err and "Traceback" not in err
+
+
 def test_evaluate_refuses_a_cache_with_labels_the_model_does_not_know(synthetic_run, tmp_path, capsys):
     _, run, _ = synthetic_run
     videos = order_task_videos(per_class=2)
