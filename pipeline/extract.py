@@ -317,13 +317,11 @@ class _ExtractLoop:
                 while self.batcher.full():
                     self._run_batch()
                 self._collect_commits(wait=len(self.commits) > self.MAX_PENDING_COMMITS)
-            self._run_batch()
-            self._run_batch()  # files the last batch
-            while self.commits:
-                self._collect_commits(wait=True)
+            self._finish()
         except RuntimeError as e:
             if "DataLoader" not in str(e):
                 raise
+            self._finish()  # the frames already here may end videos: keep those
             raise CacheError(
                 f"the decoding workers stopped ({str(e).splitlines()[0]}); is /dev/shm full? Rerun with fewer "
                 f"--workers or a smaller --batch-size; every video finished before this is kept") from None
@@ -331,9 +329,17 @@ class _ExtractLoop:
             self.committer.shutdown(wait=True, cancel_futures=True)
             self.bar.close()
 
+    def _finish(self) -> None:
+        """Run the CNN on the frames left, file them, and wait for every commit."""
+        while self.batcher.frames:
+            self._run_batch()
+        self._run_batch()  # files the batch in flight
+        while self.commits:
+            self._collect_commits(wait=True)
+
     def _fail(self, number: int, error: str) -> None:
         source = self.todo[number]
-        if self.writers.pop(number, None):  # it failed midway: forget the frames it sent
+        if self.writers.pop(number, None) is not None:  # it failed midway: forget the frames it sent
             self.batcher.drop_video(number)
         self.cache.record_failure(source.id, source.label, str(source.path), error)
         self.summary.failures.append((source.id, error))

@@ -149,13 +149,14 @@ class FeatureExtractor:
     def start(self, frames: list[torch.Tensor]) -> "PendingFeatures":
         """Queue a batch and return at once on CUDA, so the host can file the previous batch while
         the GPU computes this one; on a CPU the work is done before this returns."""
-        out = self(frames)
         if self.device.type != "cuda":
-            return PendingFeatures(out, None)
-        host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
-        host.copy_(out, non_blocking=True)
-        done = torch.cuda.Event(blocking=True)  # a waiting thread sleeps instead of spinning on a core
-        done.record()
+            return PendingFeatures(self(frames), None)
+        with torch.cuda.device(self.device):  # the event goes on this device's stream, not on cuda:0's
+            out = self(frames)
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            host.copy_(out, non_blocking=True)
+            done = torch.cuda.Event(blocking=True)  # a waiting thread sleeps instead of spinning on a core
+            done.record()
         return PendingFeatures(host, done)
 
 

@@ -145,7 +145,8 @@ class VideoDecoder:
 
     def chunks(self, max_frames: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(times, source_index, frames) in order, at most `max_frames` output frames at a time;
-        frames are uint8 RGB (n, crop, crop, 3). Memory is bounded by a segment, not the length.
+        frames are uint8 RGB (n, crop, crop, 3). Memory is bounded by a segment, not the length,
+        where keyframes come at most MAX_SEGMENT_FRAMES apart (see below).
 
         decord's reader queues compressed packets ahead of the frame it is asked for, up to the end
         of the file, and its decoding thread turns them all into frames while the caller is busy
@@ -188,10 +189,14 @@ class VideoDecoder:
         start = 0
         while start < len(source):
             stop = min(start + MAX_SEGMENT_FRAMES, len(source))
-            within = cuts[(cuts >= start + MIN_SEGMENT_FRAMES) & (cuts <= stop)]
+            within = cuts[(cuts >= start + max(MIN_SEGMENT_FRAMES, 1)) & (cuts <= stop)]
             at_keyframe = len(within) > 0 and stop < len(source)
             if at_keyframe:
                 stop = int(within[-1])
+            elif stop < len(source):
+                # Not between two output frames of one source frame: decord would decode it again,
+                # from the keyframe before it (a 24 fps source repeats every fourth frame at 30 fps).
+                stop = max(int(np.searchsorted(source, source[stop], side="left")), start + 1)
             yield start, stop, at_keyframe
             start = stop
 

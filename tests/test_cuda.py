@@ -34,3 +34,15 @@ def test_training_and_evaluating_on_cuda(tmp_path, capsys):
     assert main(["train", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--epochs", "2",
                  "--device", "cuda"]) == 0
     assert main(["evaluate", str(tmp_path / "run"), "--device", "cuda", "--json"]) == 0
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_features_started_on_a_second_gpu_match_a_synchronous_run():
+    from pipeline.features import FeatureExtractor
+
+    extractor = FeatureExtractor.create(None, torch.device("cuda:1"))  # the current device stays cuda:0
+    frames = [torch.randint(0, 256, (256, 224, 224, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
+              .pin_memory() for i in range(3)]
+    pending = [extractor.start([f]) for f in frames]  # several batches queued before any is read
+    for f, p in zip(frames, pending):
+        np.testing.assert_allclose(p.numpy(), extractor([f]).cpu().numpy(), rtol=1e-4, atol=1e-4)

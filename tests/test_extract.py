@@ -135,6 +135,31 @@ def test_a_wrong_device_is_a_one_line_message_and_makes_no_cache(tmp_path, capsy
     assert not (tmp_path / "c").exists()
 
 
+def test_when_the_decode_workers_die_the_videos_already_decoded_are_kept(tmp_path, weights_file):
+    from pipeline.cache import CacheError, CacheWriter
+    from pipeline.extract import ExtractOptions, ExtractSummary, _ExtractLoop, cache_settings
+    from pipeline.features import FeatureExtractor, resolve_weights
+    from pipeline.inputs import VideoSource
+
+    state_dict, identity = resolve_weights(str(weights_file))
+    sources = [VideoSource(f"x/{name}.mp4", tmp_path / f"{name}.mp4", "x") for name in ("done", "half")]
+
+    def items():  # what the DataLoader hands over, then its error when a worker is killed
+        for number, frames, last in ((0, 12, True), (1, 5, False)):
+            yield {"kind": "chunk", "video": number, "first": True, "last": last, "duration": 1.0,
+                   "source_fps": 30.0, "frames_total": 12, "times": torch.arange(frames) / 30.0,
+                   "source_index": torch.arange(frames), "frames": torch.zeros(frames, 224, 224, 3, dtype=torch.uint8)}
+        raise RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed.")
+
+    with CacheWriter(tmp_path / "cache", cache_settings(identity, ExtractOptions())) as cache:
+        loop = _ExtractLoop(sources, cache, FeatureExtractor.create(state_dict, torch.device("cpu")), 32,
+                            ExtractSummary(cache=str(tmp_path / "cache")), progress=False)
+        with pytest.raises(CacheError, match="decoding workers stopped.*every video finished before this is kept"):
+            loop.run(items())
+    with pipeline.open_cache(tmp_path / "cache") as c:
+        assert c.video_ids == ["x/done.mp4"] and c.features("x/done.mp4").shape == (12, 1000)
+
+
 def test_cnn_batches_hold_exactly_the_batch_size_whatever_the_chunk_sizes():
     from pipeline.extract import _Batcher
 

@@ -145,6 +145,23 @@ def test_a_video_without_keyframes_to_cut_at_is_cut_at_the_segment_cap(tmp_path,
     assert seen == list(range(40))
 
 
+def test_a_cut_at_the_segment_cap_never_splits_a_repeated_source_frame(tmp_path, monkeypatch):
+    import pipeline.video
+
+    monkeypatch.setattr(pipeline.video, "MIN_SEGMENT_FRAMES", 4)
+    monkeypatch.setattr(pipeline.video, "MAX_SEGMENT_FRAMES", 9)
+    path = write_video(tmp_path / "v.mp4", 48, fps=24, keyframe_every=1000)  # at 30 fps, every 4th frame repeats
+    decoder = VideoDecoder(path, 30.0, 256, 224)
+    source = decoder.resampling.source_index
+    segments = list(decoder._segments())
+    assert segments[0][0] == 0 and segments[-1][1] == len(source)
+    assert all(a < b and b == c for (a, b, _), (c, _, _) in zip(segments, segments[1:]))
+    # decord would go back to the keyframe to decode a frame it has just given
+    assert all(source[b] != source[b - 1] for _, b, _ in segments[:-1])
+    seen = [n for _, _, frames in decoder.chunks(max_frames=4) for n in map(frame_number, frames)]
+    assert seen == source.tolist()
+
+
 def test_a_video_marked_rotated_is_decoded_upright(tmp_path):
     image = np.zeros((240, 320, 3), np.uint8)
     image[:, :160] = 200  # left half light
