@@ -238,6 +238,11 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
         summary.skipped = len(sources) - len(todo)
         if todo:
             batch_size = options.batch_size or (512 if device.type == "cuda" else 32)
+            if device.type == "cuda" and device.index is not None:
+                # The DataLoader's pin-memory thread works on the current device: without this, every
+                # torchrun rank would open a context on cuda:0. CUDA is then up before the workers
+                # fork; they never use it (the benchmarks run the CNN before extract, alike).
+                torch.cuda.set_device(device)
             items = iter(decode_loader(todo, options, batch_size, pin_memory=device.type == "cuda"))
             # The workers start (importing torch, opening videos) while the model loads.
             extractor = FeatureExtractor.create(state_dict, device, options.precision)

@@ -46,3 +46,13 @@ def test_features_started_on_a_second_gpu_match_a_synchronous_run():
     pending = [extractor.start([f]) for f in frames]  # several batches queued before any is read
     for f, p in zip(frames, pending):
         np.testing.assert_allclose(p.numpy(), extractor([f]).cpu().numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_extract_on_a_second_gpu_gives_the_first_gpus_features(tmp_path, capsys):
+    write_video(tmp_path / "in" / "x" / "a.mp4", textured_frames(40))
+    for device in ("cuda:0", "cuda:1"):
+        assert main(["extract", str(tmp_path / "in"), "--out", str(tmp_path / device.replace(":", "")), "--weights",
+                     "random", "--device", device, "--workers", "1", "--batch-size", "7"]) == 0
+    with pipeline.open_cache(tmp_path / "cuda0") as a, pipeline.open_cache(tmp_path / "cuda1") as b:
+        np.testing.assert_allclose(a.features("x/a.mp4"), b.features("x/a.mp4"), rtol=1e-4, atol=1e-4)
