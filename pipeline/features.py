@@ -89,6 +89,7 @@ def resolve_weights(weights: str) -> tuple[dict | None, dict]:
         if not path.is_file():
             raise WeightsError(f"{path}: no such weights file (--weights takes imagenet, random or a file)")
     state = load_state_dict(path)
+    build_alexnet(state)  # refuse weights that do not fit now, before any cache is touched
     return state, {"name": name, "file": path.name, "sha256": sha256_of(path)}
 
 
@@ -97,12 +98,13 @@ def build_alexnet(state_dict: dict | None) -> torch.nn.Module:
 
     if state_dict is None:
         torch.manual_seed(RANDOM_SEED)
-    model = alexnet(weights=None)
-    if state_dict is not None:
-        try:
-            model.load_state_dict(state_dict)
-        except RuntimeError as e:
-            raise WeightsError(f"the weights do not fit torchvision's AlexNet: {str(e).splitlines()[0]}") from None
+        return alexnet(weights=None).eval()
+    with torch.device("meta"):  # no random init of 61M weights only to overwrite them
+        model = alexnet(weights=None)
+    try:
+        model.load_state_dict({k: v.float() for k, v in state_dict.items()}, assign=True)
+    except RuntimeError as e:
+        raise WeightsError(f"the weights do not fit torchvision's AlexNet: {str(e).splitlines()[0]}") from None
     return model.eval()
 
 

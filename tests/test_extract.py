@@ -208,6 +208,21 @@ def test_other_settings_on_an_existing_cache_are_refused_and_change_nothing(tmp_
     assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("change", ["missing layer", "wrong shape"])
+def test_weights_that_do_not_fit_alexnet_are_refused_with_the_reason(tmp_path, capsys, weights_file, change):
+    state = torch.load(weights_file, weights_only=True)
+    if change == "missing layer":
+        del state["classifier.6.weight"]
+    else:
+        state["features.0.weight"] = torch.zeros(8, 3, 11, 11)
+    torch.save(state, tmp_path / "bad.pt")
+    write_video(tmp_path / "in" / "x" / "a.mp4", 12)
+    code, _, err = run_cli(capsys, "extract", tmp_path / "in", "--out", tmp_path / "cache", "--weights",
+                           tmp_path / "bad.pt", "--workers", 0)
+    assert code == EXIT_ERROR and "do not fit torchvision's AlexNet" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists()
+
+
 def test_imagenet_weights_load_from_the_file_torchvision_looks_for_in_torch_home(
         tmp_path, capsys, monkeypatch, weights_file):
     checkpoints = tmp_path / "torch_home" / "hub" / "checkpoints"
