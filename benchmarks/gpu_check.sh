@@ -2,7 +2,9 @@
 # The GPU checks, as one script for a lent GPU box (16 cores, no network): the CUDA-path tests,
 # feature accuracy of every --precision, and bench_extract at 320x240 (default workers, then 13 on
 # the same videos) and 720p. Run from the repo root; decord and PyAV wheels for the box's Python
-# travel in .whl/ (see BENCHMARKS.md).
+# (3.12 there) travel in .whl/, fetched beforehand on a machine with pip access:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux2010_x86_64 -d .whl decord==0.6.0 av==18.1.0
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
