@@ -84,11 +84,14 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write bytes so that readers, and a `kill -9` at any moment, see the old file or the new one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # after a failed write (a full disk); gone already after the rename
     _fsync_dir(path.parent)
 
 
@@ -326,19 +329,9 @@ class VideoWriter:
 
     def commit(self) -> VideoRecord:
         self.record.frames = self.filled
-        final_path = self.cache.path / self.record.file
-        tmp_path = final_path.with_name(final_path.name + f".tmp-{os.getpid()}")
         image = self._file_image()
         with _writing(self.cache.path):
-            try:
-                with open(tmp_path, "wb") as f:
-                    f.write(image)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp_path, final_path)
-            finally:
-                tmp_path.unlink(missing_ok=True)  # after a failed write; gone already after the rename
-            _fsync_dir(final_path.parent)
+            write_atomic(self.cache.path / self.record.file, image)
         self.cache._append(self.record)
         return self.record
 
