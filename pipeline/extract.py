@@ -283,8 +283,8 @@ def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: 
         DecodeJobs(todo, options.fps, chunk_frames=min(batch_size, 128)),
         batch_size=None, num_workers=workers, pin_memory=pin_memory,
         # The platform's default start method: fork on Linux, which starts workers in milliseconds
-        # instead of seconds. Safe because extract() makes the workers before it touches CUDA, opens
-        # HDF5 files or starts threads.
+        # instead of seconds. Safe because the workers never use CUDA, and extract() makes them
+        # before it opens HDF5 files or starts threads.
         prefetch_factor=4 if workers else None, in_order=False,
         worker_init_fn=_init_decode_worker, timeout=WORKER_TIMEOUT_S if workers else 0,
     )

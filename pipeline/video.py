@@ -125,7 +125,7 @@ class VideoDecoder:
             avg_fps = probe.get_avg_fps()
             del probe
             self.width, self.height = decoder_size(width, height, short_side)
-            self.reader = self._open_resized()
+            self.reader = decord.VideoReader(str(self.path), width=self.width, height=self.height, num_threads=1)
         except VideoError:
             raise
         except Exception as e:  # decord raises plain RuntimeErrors (DECORDError) for any bad file
@@ -137,11 +137,6 @@ class VideoDecoder:
         self.source_size = (width, height)
         self.crop = crop
         self.top, self.left = center_crop_box(self.width, self.height, crop)
-
-    def _open_resized(self):
-        import decord
-
-        return decord.VideoReader(str(self.path), width=self.width, height=self.height, num_threads=1)
 
     def chunks(self, max_frames: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(times, source_index, frames) in order, at most `max_frames` output frames at a time;
