@@ -21,6 +21,7 @@ uninterrupted run without saving RNG states.
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
@@ -272,6 +273,9 @@ def _start_data_parallel(device_name: str) -> tuple[int, str]:
 
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() and device_name in ("auto", "cuda") else "gloo")
+        # Torn down while Python is still whole: left to interpreter exit, gloo's threads can abort
+        # the process ("terminate called without an active exception"; seen once in CI here).
+        atexit.register(dist.destroy_process_group)
     if device_name in ("auto", "cuda") and torch.cuda.is_available():
         device_name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     return dist.get_rank(), device_name
