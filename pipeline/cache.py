@@ -306,6 +306,10 @@ class VideoWriter:
         self.source_index = np.empty(frames, dtype=np.int64)
         self.filled = 0
 
+    def set_timing(self, duration: float, source_fps: float) -> None:
+        """The video's duration and source frame rate, known once its last frame is decoded."""
+        self.record.duration, self.record.source_fps = float(duration), float(source_fps)
+
     def append(self, features: np.ndarray, timestamps: np.ndarray, source_index: np.ndarray) -> None:
         start, stop = self.filled, self.filled + len(features)
         if stop > len(self.features):  # more frames than expected: grow geometrically

@@ -23,10 +23,11 @@ from tqdm import tqdm
 from . import __version__, devices
 from .cache import (FORMAT_VERSION, SETTINGS_FILE, CacheError, CacheWriter, read_records, refuse_other_settings,
                     shard_dir, write_json_atomic)
-from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, RESIZE_SHORT_SIDE, FeatureExtractor,
-                       preprocessing_settings, resolve_weights)
+from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, FeatureExtractor, preprocessing_settings,
+                       resolve_weights)
 from .inputs import VideoSource, assign_shard
-from .video import VideoDecoder, VideoError, quiet_decoder
+from .preprocess import to_crops
+from .video import VideoError, VideoReader, quiet_decoder
 
 DTYPES = ("float32", "float16")
 # A worker that cannot hand over its frames (a full /dev/shm, say) leaves the main process
@@ -98,11 +99,14 @@ def cache_settings(weights_identity: dict, options: ExtractOptions) -> dict:
 
 
 class DecodeJobs(IterableDataset):
-    """Each worker decodes its share of the videos and yields chunks of cropped uint8 frames.
+    """Each worker decodes its share of the videos and yields chunks of their frames: crops ready for
+    the CNN (`preprocess_in_worker`, a CPU box), or the decoded frames unresized, for the CNN's device
+    to convert and resize (a GPU box, where decoding is the bottleneck and the GPU is idle).
     A video that cannot be decoded yields one "failed" item; nothing is raised."""
 
-    def __init__(self, sources: list[VideoSource], fps: float, chunk_frames: int):
+    def __init__(self, sources: list[VideoSource], fps: float, chunk_frames: int, preprocess_in_worker: bool = True):
         self.sources, self.fps, self.chunk_frames = sources, fps, chunk_frames
+        self.preprocess_in_worker = preprocess_in_worker
 
     def __iter__(self):
         info = get_worker_info()
@@ -113,24 +117,25 @@ class DecodeJobs(IterableDataset):
 
     def _decode(self, number: int):
         source = self.sources[number]
+        # swscale's RGB where the CPU resizes anyway; YUV planes where the GPU converts them
+        handover = "rgb" if self.preprocess_in_worker else "yuv"
         try:
-            decoder = VideoDecoder(source.path, self.fps, RESIZE_SHORT_SIDE, CROP_SIZE)
-            r = decoder.resampling
-            chunks = decoder.chunks(self.chunk_frames)
-            first = True
-            total = len(r.times)
-            sent = 0
-            for number_in_video, (times, source_index, frames) in enumerate(chunks):
-                sent += len(times)
-                if number_in_video % TRIM_EVERY == TRIM_EVERY - 1:
-                    release_free_memory()  # decoding frees MB-sized buffers too
-                yield {
-                    "kind": "chunk", "video": number, "first": first, "last": sent == total,
-                    "duration": r.duration, "source_fps": r.source_fps, "frames_total": total,
-                    "times": torch.from_numpy(times), "source_index": torch.from_numpy(source_index),
-                    "frames": torch.from_numpy(frames),
-                }
-                first = False
+            with VideoReader(source.path, self.fps, handover) as reader:
+                first = True
+                for number_in_video, chunk in enumerate(reader.chunks(self.chunk_frames)):
+                    if number_in_video % TRIM_EVERY == TRIM_EVERY - 1:
+                        release_free_memory()  # decoding frees MB-sized buffers too
+                    frames = chunk.frames.to_dict()
+                    item = {"kind": "chunk", "video": number, "first": first, "last": chunk.last,
+                            "times": torch.from_numpy(chunk.times), "source_index": torch.from_numpy(chunk.source_index)}
+                    if self.preprocess_in_worker:
+                        item["frames"] = to_crops(frames)
+                    else:
+                        item["decoded"] = frames
+                    if chunk.last:
+                        item.update(duration=reader.duration, source_fps=reader.source_fps)
+                    yield item
+                    first = False
         except VideoError as e:
             yield {"kind": "failed", "video": number, "error": str(e)}
         except Exception as e:  # a bug or an unexpected library error: keep the run going, say what it was
@@ -280,7 +285,7 @@ def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: 
     workers = options.workers if options.workers is not None else default_workers()
     workers = min(workers, len(todo))
     return DataLoader(
-        DecodeJobs(todo, options.fps, chunk_frames=min(batch_size, 128)),
+        DecodeJobs(todo, options.fps, chunk_frames=min(batch_size, 128), preprocess_in_worker=not pin_memory),
         batch_size=None, num_workers=workers, pin_memory=pin_memory,
         # The platform's default start method: fork on Linux, which starts workers in milliseconds
         # instead of seconds. Safe because the workers never use CUDA, and extract() makes them
@@ -315,9 +320,11 @@ class _ExtractLoop:
                     continue
                 if item["first"]:
                     source = self.todo[item["video"]]
-                    self.writers[item["video"]] = self.cache.begin_video(
-                        source.id, source.label, str(source.path), item["source_fps"], item["duration"],
-                        item["frames_total"])
+                    self.writers[item["video"]] = self.cache.begin_video(source.id, source.label, str(source.path), 0.0, 0.0)
+                if item["last"]:  # known once the last frame is decoded
+                    self.writers[item["video"]].set_timing(item["duration"], item["source_fps"])
+                if "decoded" in item:  # converted and resized on the CNN's device
+                    item["frames"] = to_crops(item.pop("decoded"), self.extractor.device)
                 self.batcher.add(item)
                 while self.batcher.full():
                     self._run_batch()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 VIDEO_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts",
+    ".m2ts", ".vob", ".mxf", ".ogv", ".h264", ".264", ".h265", ".hevc", ".m2v",  # the last: raw streams
 }
 
 

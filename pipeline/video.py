@@ -1,41 +1,51 @@
-"""Decoding with decord, and resampling to a fixed frame rate by presentation timestamps.
+"""Decoding, and resampling to a fixed frame rate by presentation timestamps.
 
 Output frame k stands for time t_k = k / fps from the first frame and holds the source frame on
 screen at t_k: the last one whose presentation time is <= t_k. Output frames run while
 t_k < duration. A 25 fps source thus repeats every fifth frame, a 60 fps source drops every other
 one, and a variable-frame-rate source is followed by its real timestamps.
+
+Every video is decoded once, from start to end, by PyAV (FFmpeg): the sequential decode every
+player makes, which is what "the frame on screen at t" means. Resampling is streamed: a decoded
+frame's time on screen is known once the next frame's timestamp is, so memory does not grow with
+the length. Frames are handed over unresized (see `Frames`): torch resizes them as torchvision does
+(pipeline/preprocess.py). decord is the other decoder (pipeline/decord_video.py, `--decoder decord`).
+
+A frame whose content or time cannot be trusted fails the video with a true reason: the decoder
+reporting a corrupt frame or an error once decoding has begun, timestamps far past the file's own
+duration, a frame count far from the container's. A missing timestamp is filled in from the frame
+before it plus the frame's duration, as FFmpeg's own players do.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import re
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-
-
-def time_tolerance(t):
-    """How far apart two times may be and still be the same instant. decord gives presentation
-    times as float32 (1/30 s reads 0.033333335), whose rounding error grows with t; any wider and
-    a 29.97 fps frame that starts 33 us after k/30 would count as on screen at k/30."""
-    return 1e-6 + np.abs(t) * 2.0**-22
-
-
-# Decoding runs in segments of at most MAX_SEGMENT_FRAMES output frames (77 MB once cropped), cut
-# where possible at a keyframe at least MIN_SEGMENT_FRAMES in; see VideoDecoder.chunks.
-MIN_SEGMENT_FRAMES = 128
-MAX_SEGMENT_FRAMES = 512
-DECODE_BATCH = 64  # frames per get_batch call: bounds the uncropped frames held at once
-READ_AHEAD_BUDGET = 256  # frames decord may decode ahead (90 MB at 455x256) before they are dropped
+MAX_CHUNK_FRAMES = 128  # output frames per chunk handed to the CNN side
+MAX_CHUNK_BYTES = 32 << 20  # and at most this much unresized frame data (4K: 2 frames; 720p: 23)
+# 8-bit planar YUV: preprocess.yuv_to_rgb converts it on the CNN's device within 3 levels of swscale
+# (chroma repeated, as swscale's own converter does). Deeper formats upsample chroma with swscale's
+# filters (up to 50 levels apart at sharp edges), so those, like every other format, are converted
+# to RGB by swscale in the decode worker.
+YUV_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"}
 
 
 class VideoError(Exception):
     """A video that cannot be used; str() is a one-line reason for the failure ledger."""
+
+
+def time_tolerance(t):
+    """How far apart two times may be and still be the same instant: float rounding of times that
+    are exact fractions in the file; any wider and a 29.97 fps frame that starts 33 us after k/30
+    would count as on screen at k/30."""
+    return 1e-6 + np.abs(t) * 2.0**-22
 
 
 @dataclass
@@ -47,22 +57,65 @@ class Resampling:
 
 
 def resample(presentation_times: np.ndarray, fps: float, fallback_frame_duration: float) -> Resampling:
-    """Which source frame is on screen at each k / fps, from the source frames' start times.
-
-    `fallback_frame_duration` is how long the last frame shows when the video has one frame only.
-    """
-    pts = np.asarray(presentation_times, dtype=np.float64)
-    if pts.size == 0:
+    """Which source frame is on screen at each k / fps, from the source frames' start times: the
+    whole-array form of `Resampler`, for a decoder that gives every timestamp up front (decord)."""
+    r = Resampler(fps)
+    source_index = []
+    for i, t in enumerate(np.asarray(presentation_times, dtype=np.float64)):
+        source_index += [i - 1] * r.add(float(t))
+    if r.frames == 0:
         raise VideoError("no video frames")
-    pts = np.maximum.accumulate(pts - pts[0])  # times from the first frame; never step back
-    # The last frame shows as long as the one before it: decord's end times can be bogus.
-    last_frame_duration = pts[-1] - pts[-2] if pts.size > 1 else fallback_frame_duration
-    duration = float(pts[-1] + max(last_frame_duration, 0.0))
-    count = int(np.ceil((duration - time_tolerance(duration)) * fps))  # k / fps < duration
-    times = np.arange(max(count, 1), dtype=np.float64) / fps
-    source_index = np.searchsorted(pts, times + time_tolerance(times), side="right") - 1
-    source_fps = pts.size / duration if duration > 0 else 0.0
-    return Resampling(times=times, source_index=source_index.astype(np.int64), duration=duration, source_fps=source_fps)
+    source_index += [r.frames - 1] * r.finish(fallback_frame_duration)
+    index = np.asarray(source_index, dtype=np.int64)
+    return Resampling(np.arange(len(index)) / fps, index, r.duration, r.source_fps)
+
+
+class Resampler:
+    """Streamed resampling: add() each decoded frame's start time in decode order, finish() at the end.
+
+    add(t) returns how many output frames the frame BEFORE this one fills (its time on screen ends
+    where this one starts); finish() returns how many the last frame fills. Times count from the
+    first frame's, and a time earlier than the one before is taken as equal (shown for no time).
+    """
+
+    def __init__(self, fps: float):
+        self.fps, self.frames, self.outputs = fps, 0, 0
+        self.first = self.last = self.step = None  # first start (absolute), last start, last interval
+        self.duration = self.source_fps = 0.0
+
+    def add(self, t: float) -> int:
+        if self.first is None:
+            self.first = t
+        t = max(t - self.first, self.last if self.last is not None else 0.0)
+        filled = 0
+        if self.last is not None:
+            self.step = t - self.last
+            filled = self._fill_until(t)
+        self.last, self.frames = t, self.frames + 1
+        return filled
+
+    def finish(self, fallback_frame_duration: float) -> int:
+        """Outputs of the last frame, which shows as long as the one before it (a container's end
+        time can be bogus), or `fallback_frame_duration` when it is the only frame."""
+        step = self.step if self.step is not None else fallback_frame_duration
+        self.duration = float(self.last + max(step, 0.0))
+        count = max(int(math.ceil((self.duration - time_tolerance(self.duration)) * self.fps)), 1)
+        self.source_fps = self.frames / self.duration if self.duration > 0 else 0.0
+        filled = max(count - self.outputs, 0)
+        self.outputs += filled
+        return filled
+
+    def _fill_until(self, t: float) -> int:
+        """Output frames k whose time is before t (the next frame's start) go to the current frame."""
+        start = self.outputs
+        # k / fps + tol < t  <=>  k < (t - tol) * fps, nudged for float rounding by the loop below
+        k = max(int(math.ceil((t - time_tolerance(t)) * self.fps)), start)
+        while k > start and (k - 1) / self.fps + time_tolerance((k - 1) / self.fps) >= t:
+            k -= 1
+        while k / self.fps + time_tolerance(k / self.fps) < t:
+            k += 1
+        self.outputs = k
+        return k - start
 
 
 def decoder_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -77,132 +130,252 @@ def center_crop_box(width: int, height: int, crop: int) -> tuple[int, int]:
     return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
 
 
+@dataclass
+class Frames:
+    """Unique decoded frames at full size, as the decoder gave them, and how often each is shown.
+
+    kind "yuv": `planes` = (Y (n, H, W), U (n, h, w), V (n, h, w)), uint8, with `bits` (8), `matrix` (FFmpeg's colorspace name) and `full_range`: converted by torch on the
+    CNN's device. kind "rgb": `planes` = (RGB (n, H, W, 3) uint8,), converted by FFmpeg (swscale).
+    `rotation`: degrees counterclockwise the frames must turn to be upright (the display matrix)."""
+
+    kind: str
+    planes: tuple
+    repeats: np.ndarray  # (n,) output frames each unique frame fills, >= 1
+    rotation: int = 0
+    bits: int = 8
+    matrix: str = "bt470bg"
+    full_range: bool = False
+
+    def to_dict(self) -> dict:  # what crosses from a decode worker: tensors and plain values
+        import torch
+
+        return {"kind": self.kind, "planes": [torch.from_numpy(p) for p in self.planes],
+                "repeats": torch.from_numpy(self.repeats), "rotation": self.rotation, "bits": self.bits,
+                "matrix": self.matrix, "full_range": self.full_range}
+
+
+@dataclass
+class Chunk:
+    times: np.ndarray  # (m,) output times, k / fps
+    source_index: np.ndarray  # (m,) decoded frame shown at each
+    frames: Frames
+    last: bool = False  # the video's last chunk (never empty): `VideoReader.duration` and `source_fps` are final
+
+
 def quiet_decoder() -> None:
-    """Silence ffmpeg's own log lines: a bad file is reported once, in the failure ledger."""
-    import decord
+    """FFmpeg's log lines would repeat, on stderr, what the failure ledger says once per video."""
+    import av
 
-    decord.logging.set_level(decord.logging.QUIET)
-
-
-# decord's messages for common bad files, and what they mean to a user.
-_KNOWN_ERRORS = (
-    ("cannot find video stream", "no video stream (an audio-only file?)"),
-    ("Failed to measure duration/frame-count", "not a video: no frame count or duration (an image or a broken file?)"),
-    ("Error reading", "not a readable video container (truncated, or not a video file)"),
-    ("Invalid data found", "not a readable video container (truncated, or not a video file)"),
-)
+    av.logging.set_level(av.logging.PANIC)
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    for marker, reason in _KNOWN_ERRORS:
-        if marker in text:
-            return reason
-    # decord prefixes "[time] /path/file.cc:123: " and appends a C++ stack trace: keep the message.
-    first = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", text.splitlines()[0] if text else type(error).__name__)
-    return first[:300]
+    """FFmpeg's own words for an error, without the file's path (the ledger names the file)."""
+    text = getattr(error, "strerror", None) or (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text[:200]
 
 
-class VideoDecoder:
-    """One video opened for decoding at `fps`, resized in the decoder so its short side is
-    `short_side` and centre-cropped to `crop` x `crop`: what the CNN's transforms ask for."""
+class VideoReader:
+    """One video decoded sequentially by PyAV, resampled to `fps` as it is decoded."""
 
-    def __init__(self, path: str | Path, fps: float, short_side: int, crop: int):
-        import decord  # stage one only: stage two never imports this module's decoder
+    def __init__(self, path: str | Path, fps: float, handover: str = "rgb"):
+        import av
 
-        self.path = Path(path)
+        self.path, self.fps, self.handover = Path(path), fps, handover
         if not os.access(self.path, os.R_OK):
             raise VideoError("cannot read the file (permission denied or missing)")
         if self.path.stat().st_size == 0:
             raise VideoError("empty file")
         try:
-            probe = decord.VideoReader(str(self.path), num_threads=1)
-            n = len(probe)
-            if n <= 0:
-                raise VideoError("no video frames")
-            height, width = probe[0].shape[:2]
-            starts = probe.get_frame_timestamp(np.arange(n))[:, 0]
-            avg_fps = probe.get_avg_fps()
-            del probe
-            self.width, self.height = decoder_size(width, height, short_side)
-            self.reader = decord.VideoReader(str(self.path), width=self.width, height=self.height, num_threads=1)
-        except VideoError:
-            raise
-        except Exception as e:  # decord raises plain RuntimeErrors (DECORDError) for any bad file
-            raise VideoError(f"cannot decode: {_one_line(e)}") from None
-        if self.height < crop or self.width < crop:
-            raise VideoError(f"frames of {width}x{height} cannot be resized for a {crop}x{crop} crop")
-        fallback = 1.0 / avg_fps if avg_fps and avg_fps > 0 else 1.0 / fps
-        self.resampling = resample(starts, fps, fallback)
-        self.source_size = (width, height)
-        self.crop = crop
-        self.top, self.left = center_crop_box(self.width, self.height, crop)
+            self.container = av.open(str(self.path), metadata_errors="ignore")
+        except av.error.FFmpegError as e:
+            raise VideoError(f"not a readable video container: {_one_line(e)} (truncated, or not a video file)") from None
+        streams = self.container.streams
+        if not streams.video:
+            kinds = sorted({s.type for s in streams})
+            self.close()  # (after reading the streams: they are freed with the container)
+            raise VideoError("no video stream" + (f" (the file holds only {', '.join(kinds)})" if kinds else ""))
+        self.stream = streams.video[0]
+        codec = self.stream.codec_context
+        name = codec.name if codec is not None else ""
+        if codec is None or codec.codec is None or name in ("", "none", "unknown"):
+            self.close()
+            if name in ("", "none", "unknown"):
+                raise VideoError("unknown video codec: the stream's header names none FFmpeg knows (a damaged file?)")
+            raise VideoError(f"unsupported video codec {name!r}: the FFmpeg under PyAV has no decoder for it")
+        if self.container.format.name.endswith("_pipe") or self.container.format.name == "image2":
+            self.close()  # FFmpeg opens a still image as a one-frame video
+            raise VideoError(f"not a video: a still image ({self.container.format.name.replace('_pipe', '')})")
+        codec.thread_count = 1  # one decode process per core is the parallelism
+        self.codec_name = codec.name
+        self.duration = self.source_fps = 0.0
+        self.frames_decoded = 0
 
-    def chunks(self, max_frames: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(times, source_index, frames) in order, at most `max_frames` output frames at a time;
-        frames are uint8 RGB (n, crop, crop, 3). Memory is bounded by a segment, not the length,
-        where keyframes come at most MAX_SEGMENT_FRAMES apart (see below).
+    def close(self) -> None:
+        self.container.close()
 
-        decord's reader queues compressed packets ahead of the frame it is asked for, up to the end
-        of the file, and its decoding thread turns them all into frames while the caller is busy
-        elsewhere (here: waiting for the CNN): 5 GB over ten minutes of 720p. Any seek empties the
-        queues, and a seek to a keyframe costs no extra decoding, only a restart (about 45 ms at
-        720p). So each segment is decoded without a pause, and when the caller has kept the reader
-        waiting long enough for READ_AHEAD_BUDGET frames to pile up, the read-ahead is dropped at
-        the keyframe that starts the next segment. A caller that keeps up never pays for a drop."""
-        r = self.resampling
-        waited = float("inf")  # seconds the reader sat idle since the last drop; unknown at first
-        decoded, busy = 0, 0.0  # for decord's decoding rate
-        for start, stop, next_starts_at_keyframe in self._segments():
-            unique, inverse = np.unique(r.source_index[start:stop], return_inverse=True)  # repeats decode once
-            began = time.perf_counter()
-            frames = self._decode(unique)
-            busy, decoded = busy + time.perf_counter() - began, decoded + len(unique)
-            if next_starts_at_keyframe and waited * decoded / busy >= READ_AHEAD_BUDGET:
-                self._drop_read_ahead()
-                waited = 0.0
-            for first in range(0, stop - start, max_frames):
-                last = min(first + max_frames, stop - start)
-                paused = time.perf_counter()
-                yield (r.times[start + first:start + last], r.source_index[start + first:start + last],
-                       frames[inverse[first:last]])
-                waited += time.perf_counter() - paused
+    def __enter__(self):
+        return self
 
-    def _drop_read_ahead(self) -> None:
+    def __exit__(self, *exc):
+        self.close()
+
+    def _declared_duration(self) -> float | None:
+        s = self.stream
+        if s.duration and s.time_base:
+            return float(s.duration * s.time_base)
+        if self.container.duration:
+            return self.container.duration / 1e6  # AV_TIME_BASE
+        return None
+
+    def _nominal_frame_duration(self) -> float:
+        rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
+        return float(1 / rate) if rate else 1.0 / self.fps
+
+    def chunks(self, max_frames: int = MAX_CHUNK_FRAMES) -> Iterator[Chunk]:
+        """Chunks of at most `max_frames` output frames (one unique frame may fill more), in order."""
+        resampler = Resampler(self.fps)
+        pending = None  # the last decoded frame: its time on screen ends where the next one starts
+        batch = _ChunkBuilder(self, max_frames)
+        held = None  # a full chunk, held back until it is known whether it is the last
+        previous_time = None
+        for frame in self._decoded_frames():
+            previous_time = t = self._frame_time(frame, previous_time)
+            filled = resampler.add(t)
+            if pending is not None and filled:
+                batch.add(pending, resampler.frames - 2, filled)
+                if batch.full():
+                    if held is not None:
+                        yield held
+                    held = batch.take()
+            pending = frame
+        if pending is None:
+            raise VideoError("no video frame could be decoded")
+        filled = resampler.finish(self._nominal_frame_duration())
+        self.duration, self.source_fps = resampler.duration, resampler.source_fps
+        self._check_against_container(resampler)
+        if filled:
+            batch.add(pending, resampler.frames - 1, filled)
+        if batch.images:
+            if held is not None:
+                yield held
+            held = batch.take()
+        held.last = True
+        yield held
+
+    def _frame_time(self, frame, previous: float | None) -> float:
+        """The frame's presentation time in seconds; a missing one is the frame before's plus its duration."""
+        if frame.pts is not None:
+            return float(frame.pts * frame.time_base)
+        if previous is None:
+            return 0.0
+        step = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
+        return previous + (step or self._nominal_frame_duration())
+
+    def _decoded_frames(self):
+        import av
+
+        at = 0.0
         try:
-            self.reader.seek(0)  # any seek empties the queues; the next get_batch seeks to the keyframe
-        except Exception as e:
-            raise VideoError(f"cannot seek: {_one_line(e)}") from None
+            for packet in self.container.demux(self.stream):
+                if packet.pts is not None and packet.time_base:
+                    at = float(packet.pts * packet.time_base)
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError as e:
+                    if self.frames_decoded == 0 and packet.size:
+                        continue  # waiting for a keyframe or the parameter sets, as a player does
+                    raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: {_one_line(e)}") from None
+                for frame in frames:
+                    if frame.is_corrupt:
+                        raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: the decoder "
+                                         f"reports a corrupt frame (frame {self.frames_decoded})")
+                    self.frames_decoded += 1
+                    yield frame
+        except av.error.FFmpegError as e:  # the demuxer: a truncated or damaged container
+            raise VideoError(f"damaged container near {at:.2f} s: {_one_line(e)}") from None
 
-    def _segments(self) -> Iterator[tuple[int, int, bool]]:
-        """(start, stop, the next segment starts at a keyframe) over the output frames."""
-        source = self.resampling.source_index
-        keyframes = np.asarray(self.reader.get_key_indices(), dtype=np.int64)
-        # Output frame j starts a new keyframe interval when a keyframe lies in (source[j-1], source[j]].
-        interval = np.searchsorted(keyframes, source, side="right")
-        cuts = np.flatnonzero(np.diff(interval)) + 1
-        start = 0
-        while start < len(source):
-            stop = min(start + MAX_SEGMENT_FRAMES, len(source))
-            within = cuts[(cuts >= start + max(MIN_SEGMENT_FRAMES, 1)) & (cuts <= stop)]
-            at_keyframe = len(within) > 0 and stop < len(source)
-            if at_keyframe:
-                stop = int(within[-1])
-            elif stop < len(source):
-                # Not between two output frames of one source frame: decord would decode it again,
-                # from the keyframe before it (a 24 fps source repeats every fourth frame at 30 fps).
-                stop = max(int(np.searchsorted(source, source[stop], side="left")), start + 1)
-            yield start, stop, at_keyframe
-            start = stop
+    def _check_against_container(self, r: Resampler) -> None:
+        declared = self._declared_duration()
+        if declared and r.last > 1.5 * declared + 2.0:
+            raise VideoError(f"timestamps run to {r.last:.1f} s, but the file says it lasts {declared:.1f} s "
+                             f"(damaged timestamps)")
+        listed = self.stream.frames
+        if listed and not (listed / 2 - 2 <= self.frames_decoded <= 1.5 * listed + 2):
+            raise VideoError(f"the container lists {listed} frames, but {self.frames_decoded} were decoded "
+                             f"(a damaged file)")
 
-    def _decode(self, unique: np.ndarray) -> np.ndarray:
-        """The cropped frames at these ascending source indices, decoded without a pause."""
-        frames = np.empty((len(unique), self.crop, self.crop, 3), np.uint8)
-        for first in range(0, len(unique), DECODE_BATCH):
-            wanted = unique[first:first + DECODE_BATCH]
-            try:
-                decoded = self.reader.get_batch(wanted).asnumpy()
-            except Exception as e:
-                raise VideoError(f"cannot decode frames {wanted[0]}-{wanted[-1]}: {_one_line(e)}") from None
-            frames[first:first + len(wanted)] = decoded[:, self.top:self.top + self.crop, self.left:self.left + self.crop]
-        return frames
+
+class _ChunkBuilder:
+    """Collects the frames that are shown, converted for the hand-over, into Chunks."""
+
+    def __init__(self, reader: VideoReader, max_frames: int):
+        self.reader, self.max_frames = reader, max_frames
+        self.images, self.repeats, self.source, self.bytes = [], [], [], 0
+        self.times_from = 0  # output index of the chunk's first frame
+        self.meta = None
+
+    def add(self, frame, index: int, filled: int) -> None:
+        planes, meta = _handover(frame, self.reader.handover)
+        if self.meta is not None and meta != self.meta:
+            # the size or format changed mid-stream: make it look like the frames before
+            planes, meta = _handover(frame.reformat(width=self.meta["width"], height=self.meta["height"],
+                                                    format=self.meta["format"]), self.reader.handover)
+        self.meta = meta
+        self.images.append(planes)
+        self.repeats.append(filled)
+        self.source.append(index)
+        self.bytes += sum(p.nbytes for p in planes)
+
+    def full(self) -> bool:
+        return sum(self.repeats) >= self.max_frames or self.bytes >= MAX_CHUNK_BYTES
+
+    def take(self) -> Chunk:
+        repeats = np.asarray(self.repeats, dtype=np.int64)
+        count = int(repeats.sum())
+        times = np.arange(self.times_from, self.times_from + count, dtype=np.float64) / self.reader.fps
+        source_index = np.repeat(np.asarray(self.source, dtype=np.int64), repeats)
+        meta = self.meta or {}
+        planes = tuple(np.stack([image[i] for image in self.images]) for i in range(len(self.images[0]))) \
+            if self.images else ()
+        frames = Frames(kind=meta.get("kind", "rgb"), planes=planes, repeats=repeats, rotation=meta.get("rotation", 0),
+                        bits=meta.get("bits", 8), matrix=meta.get("matrix", "bt470bg"),
+                        full_range=meta.get("full_range", False))
+        self.times_from += count
+        self.images, self.repeats, self.source, self.bytes = [], [], [], 0
+        return Chunk(times=times, source_index=source_index, frames=frames)
+
+
+def _rotation(frame) -> int:
+    try:
+        angle = frame.rotation or 0
+    except Exception:  # no display matrix
+        return 0
+    return int(round(angle / 90.0)) * 90 % 360
+
+
+def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
+    """The frame's pixels for the CNN side, and what describes them (equal for frames of one chunk)."""
+    name = frame.format.name
+    meta = {"width": frame.width, "height": frame.height, "format": name, "rotation": _rotation(frame)}
+    if handover == "yuv" and name in YUV_FORMATS:
+        planes = tuple(_plane(p) for p in frame.planes[:3])
+        meta.update(kind="yuv", bits=8, matrix=_matrix(frame), full_range=name.startswith("yuvj") or _full_range(frame))
+        return planes, meta
+    meta.update(kind="rgb")
+    return (frame.to_ndarray(format="rgb24", threads=1),), meta
+
+
+def _plane(plane) -> np.ndarray:
+    rows = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
+    return rows[:, :plane.width].copy()
+
+
+def _full_range(frame) -> bool:
+    return int(frame.color_range) == 2  # AVCOL_RANGE_JPEG
+
+
+def _matrix(frame) -> str:
+    """FFmpeg's name of the YUV -> RGB matrix, as swscale picks it: the frame's tag, else BT.601."""
+    names = {1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+    return names.get(int(frame.colorspace), "bt470bg")

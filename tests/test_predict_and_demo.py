@@ -56,7 +56,7 @@ def test_predict_reports_a_bad_video_and_still_labels_the_good_one(trained_run, 
     code = main(["predict", str(trained_run / "run"), str(bad), str(good), "--json"])
     results = json.loads(capsys.readouterr().out)
     assert code == EXIT_SOME_FAILED
-    assert results[0]["video"] == str(bad) and "cannot decode" in results[0]["error"]
+    assert results[0]["video"] == str(bad) and "not a readable video container" in results[0]["error"]
     assert results[1]["label"] in ("left", "right")
 
 

@@ -101,8 +101,9 @@ def make_bad_inputs(folder):
     os.rename(folder / "image.png", folder / "image.mp4")
     (folder / "text.mp4").write_text("just some text\n")
     write_audio_only(folder / "audio.mp4")
-    return {"empty.mp4": "empty file", "random.mp4": "cannot decode", "truncated.mp4": "cannot decode",
-            "image.mp4": "cannot decode", "text.mp4": "cannot decode", "audio.mp4": "cannot decode: no video stream"}
+    return {"empty.mp4": "empty file", "random.mp4": "not a readable video container",
+            "truncated.mp4": "not a readable video container", "image.mp4": "not a video: a still image",
+            "text.mp4": "not a readable video container", "audio.mp4": "no video stream (the file holds only audio)"}
 
 
 def test_bad_files_are_reported_one_by_one_and_the_good_ones_are_kept(tmp_path, weights_file):

@@ -1,10 +1,11 @@
-"""Resampling to 30 fps by presentation timestamps, and decoding with decord."""
+"""Resampling to 30 fps by presentation timestamps, and decoding (PyAV, sequentially)."""
 
 import numpy as np
 import pytest
 from videos import frame_number, rotate_90_on_display, write_video
 
-from pipeline.video import VideoDecoder, VideoError, center_crop_box, decoder_size, resample
+from pipeline.preprocess import center_crop_box, resized_size, to_crops
+from pipeline.video import Resampler, VideoError, VideoReader, resample
 
 
 def expected_source_index(pts, fps, count):
@@ -60,106 +61,70 @@ def test_a_single_frame_lasts_the_fallback_duration():
 
 
 def test_sizes_and_crop_are_rounded_as_torchvision_does():
-    assert decoder_size(640, 480, 256) == (341, 256)
-    assert decoder_size(480, 640, 256) == (256, 341)
-    assert decoder_size(1920, 1080, 256) == (455, 256)
+    assert resized_size(640, 480, 256) == (341, 256)
+    assert resized_size(480, 640, 256) == (256, 341)
+    assert resized_size(1920, 1080, 256) == (455, 256)
     assert center_crop_box(341, 256, 224) == (16, 58)  # round(58.5) == 58, as torchvision's round
 
 
+def test_streamed_resampling_equals_the_definition_on_random_variable_frame_rates():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        pts = np.cumsum(rng.choice([0.0, 0.001, 0.01, 1 / 30, 0.04, 0.3], size=int(rng.integers(1, 40))))
+        r = resample(pts, 30.0, 0.05)
+        assert r.source_index.tolist() == expected_source_index(pts - pts[0], 30.0, len(r.times))
+
+
+def test_a_frame_that_starts_before_the_one_before_it_is_shown_for_no_time():
+    r = Resampler(10.0)
+    assert [r.add(t) for t in (0.0, 0.3, 0.25, 0.5)] == [0, 3, 0, 2]  # frame 2 is taken as starting at 0.3
+
+
+def decode(path, handover="rgb", max_frames=7):
+    """(source_index, crops) of a whole video, through VideoReader and the CPU's preprocessing."""
+    reader = VideoReader(path, 30.0, handover)
+    index, crops, times = [], [], []
+    for chunk in reader.chunks(max_frames):
+        index += chunk.source_index.tolist()
+        times += chunk.times.tolist()
+        crops.append(to_crops(chunk.frames.to_dict()).numpy())
+    np.testing.assert_allclose(times, np.arange(len(index)) / 30)
+    return index, np.concatenate(crops), reader
+
+
+@pytest.mark.parametrize("handover", ["rgb", "yuv"])
 @pytest.mark.parametrize("fps, pts_ms", [(25, None), (30000 / 1001, None), (30, None), (60, None),
                                          (30, [0, 40, 50, 200, 210, 400, 433, 700])])
-def test_decoded_frames_are_the_source_frames_the_resampling_names(tmp_path, fps, pts_ms):
+def test_decoded_frames_are_the_source_frames_the_resampling_names(tmp_path, fps, pts_ms, handover):
     count = len(pts_ms) if pts_ms else 45
     path = write_video(tmp_path / "v.mp4", count, fps=fps, pts_ms=pts_ms)
-    decoder = VideoDecoder(path, 30.0, 256, 224)
-    seen, times = [], []
-    for t, source_index, frames in decoder.chunks(max_frames=7):
-        assert frames.shape[1:] == (224, 224, 3) and frames.dtype == np.uint8
-        assert [frame_number(f) for f in frames] == source_index.tolist()
-        seen += source_index.tolist()
-        times += t.tolist()
+    index, crops, reader = decode(path, handover)
+    assert crops.shape[1:] == (224, 224, 3) and crops.dtype == np.uint8
+    assert [frame_number(f) for f in crops] == index
     pts = np.array(pts_ms) / 1000 if pts_ms else np.arange(count) / fps
-    assert len(seen) == len(decoder.resampling.times)
-    assert seen == expected_source_index(pts, 30.0, len(seen))
-    np.testing.assert_allclose(times, np.arange(len(seen)) / 30)
+    assert index == expected_source_index(pts, 30.0, len(index))
+    assert reader.duration == pytest.approx(pts[-1] + (pts[-1] - pts[-2]))
+
+
+def test_long_videos_come_in_chunks_of_bounded_size(tmp_path):
+    path = write_video(tmp_path / "v.mp4", 60, fps=25)
+    chunks = list(VideoReader(path, 30.0).chunks(max_frames=16))
+    assert all(len(c.times) <= 16 + 1 for c in chunks)  # a frame shown twice may cross the bound by one
+    assert [c.last for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert sum(len(c.frames.planes[0]) for c in chunks) == 60  # each source frame decoded and kept once
 
 
 @pytest.mark.parametrize("content, reason", [
     (b"", "empty file"),
-    (b"hello, this is text", "cannot decode"),
-    (bytes(range(256)) * 64, "cannot decode"),
+    (b"hello, this is text", "not a readable video container"),
+    (bytes(range(256)) * 64, "not a readable video container"),
 ])
 def test_bad_files_raise_a_one_line_reason(tmp_path, content, reason):
     path = tmp_path / "bad.mp4"
     path.write_bytes(content)
     with pytest.raises(VideoError, match=reason) as e:
-        VideoDecoder(path, 30.0, 256, 224)
-    assert "\n" not in str(e.value)
-
-
-@pytest.mark.parametrize("fps", [25, 30, 60])
-def test_dropping_the_read_ahead_at_keyframes_still_gives_the_named_frames(tmp_path, monkeypatch, fps):
-    import pipeline.video
-
-    monkeypatch.setattr(pipeline.video, "MIN_SEGMENT_FRAMES", 4)
-    monkeypatch.setattr(pipeline.video, "MAX_SEGMENT_FRAMES", 12)
-    monkeypatch.setattr(pipeline.video, "DECODE_BATCH", 5)
-    monkeypatch.setattr(pipeline.video, "READ_AHEAD_BUDGET", 0)  # drop at every keyframe cut
-    path = write_video(tmp_path / "v.mp4", 60, fps=fps, keyframe_every=10)
-    decoder = VideoDecoder(path, 30.0, 256, 224)
-    drops = []
-    drop = decoder._drop_read_ahead
-    monkeypatch.setattr(decoder, "_drop_read_ahead", lambda: drops.append(1) or drop())
-    seen = []
-    for _, source_index, frames in decoder.chunks(max_frames=7):
-        assert [frame_number(f) for f in frames] == source_index.tolist()
-        seen += source_index.tolist()
-    assert seen == decoder.resampling.source_index.tolist()
-    assert len(drops) >= 2
-
-
-def test_a_reader_that_is_never_kept_waiting_is_dropped_once_only(tmp_path, monkeypatch):
-    import pipeline.video
-
-    monkeypatch.setattr(pipeline.video, "MIN_SEGMENT_FRAMES", 4)
-    monkeypatch.setattr(pipeline.video, "MAX_SEGMENT_FRAMES", 12)
-    path = write_video(tmp_path / "v.mp4", 60, keyframe_every=10)
-    decoder = VideoDecoder(path, 30.0, 256, 224)
-    drops = []
-    drop = decoder._drop_read_ahead
-    monkeypatch.setattr(decoder, "_drop_read_ahead", lambda: drops.append(1) or drop())
-    assert sum(len(t) for t, _, _ in decoder.chunks(max_frames=7)) == 60
-    assert len(drops) == 1  # the first cut, before the caller's pace is known
-
-
-def test_a_video_without_keyframes_to_cut_at_is_cut_at_the_segment_cap(tmp_path, monkeypatch):
-    import pipeline.video
-
-    monkeypatch.setattr(pipeline.video, "MIN_SEGMENT_FRAMES", 4)
-    monkeypatch.setattr(pipeline.video, "MAX_SEGMENT_FRAMES", 9)
-    path = write_video(tmp_path / "v.mp4", 40, keyframe_every=1000)  # one keyframe, at the start
-    decoder = VideoDecoder(path, 30.0, 256, 224)
-    assert [(a, b, k) for a, b, k in decoder._segments()] == [(0, 9, False), (9, 18, False), (18, 27, False),
-                                                             (27, 36, False), (36, 40, False)]
-    seen = [n for _, source_index, frames in decoder.chunks(max_frames=4) for n in map(frame_number, frames)]
-    assert seen == list(range(40))
-
-
-def test_a_cut_at_the_segment_cap_never_splits_a_repeated_source_frame(tmp_path, monkeypatch):
-    import pipeline.video
-
-    monkeypatch.setattr(pipeline.video, "MIN_SEGMENT_FRAMES", 4)
-    monkeypatch.setattr(pipeline.video, "MAX_SEGMENT_FRAMES", 9)
-    path = write_video(tmp_path / "v.mp4", 48, fps=24, keyframe_every=1000)  # at 30 fps, every 4th frame repeats
-    decoder = VideoDecoder(path, 30.0, 256, 224)
-    source = decoder.resampling.source_index
-    segments = list(decoder._segments())
-    assert segments[0][0] == 0 and segments[-1][1] == len(source)
-    assert all(a < b and b == c for (a, b, _), (c, _, _) in zip(segments, segments[1:]))
-    # decord would go back to the keyframe to decode a frame it has just given
-    assert all(source[b] != source[b - 1] for _, b, _ in segments[:-1])
-    seen = [n for _, _, frames in decoder.chunks(max_frames=4) for n in map(frame_number, frames)]
-    assert seen == source.tolist()
+        list(VideoReader(path, 30.0).chunks())
+    assert "\n" not in str(e.value) and str(tmp_path) not in str(e.value)
 
 
 def test_a_video_marked_rotated_is_decoded_upright(tmp_path):
@@ -167,10 +132,9 @@ def test_a_video_marked_rotated_is_decoded_upright(tmp_path):
     image[:, :160] = 200  # left half light
     image[:40, :, 1] = 255  # a green band along the top
     path = rotate_90_on_display(write_video(tmp_path / "phone.mp4", [image] * 3))
-    decoder = VideoDecoder(path, 30.0, 256, 224)
-    assert decoder.source_size == (240, 320)  # as displayed: portrait
-    _, _, frames = next(decoder.chunks(max_frames=3))
-    frame = frames[0].astype(int)
-    # Turned clockwise: the light left half is now the top, the green top band the right edge.
-    assert frame[:100, :180, 0].mean() > 190 and frame[130:, :180, 0].mean() < 10
-    assert frame[:, -12:, 1].mean() > 240 and frame[120:, -12:, 0].mean() < 10
+    for handover in ("rgb", "yuv"):
+        _, crops, _ = decode(path, handover)
+        frame = crops[0].astype(int)
+        # Turned clockwise: the light left half is now the top, the green top band the right edge.
+        assert frame[:100, :180, 0].mean() > 190 and frame[130:, :180, 0].mean() < 10
+        assert frame[:, -12:, 1].mean() > 240 and frame[120:, -12:, 0].mean() < 10

@@ -80,3 +80,10 @@ def textured_frames(count: int, width: int = 96, height: int = 72, seed: int = 0
             image = image * (1 - blob) + colour * blob
         frames.append(np.clip(image, 0, 255).astype(np.uint8))
     return frames
+
+
+def decoded_rgb_frames(path) -> list[np.ndarray]:
+    """Every frame of a video's first video stream, in presentation order, as FFmpeg's swscale turns it
+    into RGB: the plain sequential decode any player makes (PyAV), independent of the pipeline's."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]

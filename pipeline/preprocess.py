@@ -1,0 +1,102 @@
+"""Decoded frames -> the CNN's input, exactly as AlexNet_Weights.IMAGENET1K_V1.transforms() does it:
+RGB, short side resized to 256 (bilinear, antialiased), centre crop 224. (Scaling to [0, 1] and the
+ImageNet mean and std are applied by features.FeatureExtractor, on the batch.)
+
+It runs in torch on whichever device is given: in the decode worker on a CPU box, on the GPU on a
+GPU box, where decoding bounds the run and each worker then only decodes. YUV frames are turned
+into RGB here as FFmpeg's swscale turns them (the frame's matrix and range, chroma repeated over the
+pixels it covers), so both paths give the RGB frames FFmpeg would, and resizing full RGB, never the
+half-resolution chroma planes alone, keeps sharp colour edges as torchvision sees them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+RESIZE_SHORT_SIDE = 256
+CROP_SIZE = 224
+
+# (Kr, Kb) of each YUV -> RGB matrix, by FFmpeg's colorspace name; untagged video is BT.601 in swscale.
+MATRICES = {
+    "bt709": (0.2126, 0.0722), "fcc": (0.30, 0.11), "bt470bg": (0.299, 0.114), "smpte170m": (0.299, 0.114),
+    "smpte240m": (0.212, 0.087), "bt2020nc": (0.2627, 0.0593), "bt2020c": (0.2627, 0.0593),
+}
+
+
+def resized_size(width: int, height: int, short_side: int = RESIZE_SHORT_SIDE) -> tuple[int, int]:
+    """(width, height) after scaling the short side to `short_side`, rounded as torchvision's Resize does."""
+    if width <= height:
+        return short_side, int(short_side * height / width)
+    return int(short_side * width / height), short_side
+
+
+def center_crop_box(width: int, height: int, crop: int = CROP_SIZE) -> tuple[int, int]:
+    """(top, left) of a centred crop, rounded as torchvision's center_crop does."""
+    return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+
+
+def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bits: int = 8, matrix: str = "bt470bg",
+               full_range: bool = False) -> torch.Tensor:
+    """Planar YUV (n, H, W), (n, h, w), (n, h, w) -> uint8 RGB (n, 3, H, W), as swscale converts it."""
+    kr, kb = MATRICES.get(matrix, MATRICES["bt470bg"])
+    kg = 1.0 - kr - kb
+    peak = float((1 << bits) - 1)
+    scale = float(1 << (bits - 8))
+    if full_range:
+        y_offset, y_gain, c_gain = 0.0, 255.0 / peak, 255.0 / peak
+    else:  # video range: Y in 16..235, chroma in 16..240, scaled by 2^(bits-8)
+        y_offset, y_gain, c_gain = 16.0 * scale, 255.0 / (219.0 * scale), 255.0 / (224.0 * scale)
+    middle = float(1 << (bits - 1))
+    luma = (y.float() - y_offset) * y_gain
+    cb = (u.float() - middle) * c_gain
+    cr = (v.float() - middle) * c_gain
+    # Chroma terms at chroma resolution, then each repeated over the pixels it covers.
+    chroma = torch.stack([2 * (1 - kr) * cr,
+                          -(2 * kb * (1 - kb) / kg) * cb - (2 * kr * (1 - kr) / kg) * cr,
+                          2 * (1 - kb) * cb], dim=1)
+    fy, fx = y.shape[-2] // u.shape[-2], y.shape[-1] // u.shape[-1]
+    if (fy, fx) != (1, 1):
+        chroma = chroma.repeat_interleave(fy, dim=2).repeat_interleave(fx, dim=3)
+    chroma = chroma[..., :y.shape[-2], :y.shape[-1]]
+    rgb = chroma.add_(luma[:, None])
+    # swscale converts subsampled chroma with fixed-point tables that land lower (floor: within 3
+    # levels of it, mean 0.5) and 4:4:4 with its general scaler, which rounds (within 2, mean 0.02)
+    rgb = rgb.floor_() if (fy, fx) != (1, 1) else rgb.round_()
+    return rgb.clamp_(0, 255).to(torch.uint8)
+
+
+def resize_and_crop(rgb: torch.Tensor, short_side: int = RESIZE_SHORT_SIDE, crop: int = CROP_SIZE) -> torch.Tensor:
+    """uint8 RGB (n, 3, H, W) -> uint8 (n, crop, crop, 3): torchvision's Resize(short_side) with
+    antialiasing, then CenterCrop(crop), as its tensor kernels do on the same device (uint8 natively
+    on a CPU, in float32 then rounded elsewhere)."""
+    height, width = rgb.shape[-2:]
+    new_width, new_height = resized_size(width, height, short_side)
+    if (new_width, new_height) != (width, height):
+        if rgb.device.type == "cpu":
+            rgb = F.interpolate(rgb, size=(new_height, new_width), mode="bilinear", antialias=True, align_corners=False)
+        else:
+            out = F.interpolate(rgb.float(), size=(new_height, new_width), mode="bilinear", antialias=True,
+                                align_corners=False)
+            rgb = out.round_().clamp_(0, 255).to(torch.uint8)
+    if new_width < crop or new_height < crop:
+        raise ValueError(f"frames of {width}x{height} cannot be resized for a {crop}x{crop} crop")
+    top, left = center_crop_box(new_width, new_height, crop)
+    return rgb[:, :, top:top + crop, left:left + crop].permute(0, 2, 3, 1).contiguous()
+
+
+def to_crops(frames: dict, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A decode worker's frames (video.Frames.to_dict()) -> uint8 (m, 224, 224, 3) on `device`, one
+    row per output frame (a frame shown k times is converted once and repeated)."""
+    planes = [p.to(device, non_blocking=True) for p in frames["planes"]]
+    if frames["kind"] == "yuv":
+        rgb = yuv_to_rgb(*planes, bits=frames["bits"], matrix=frames["matrix"], full_range=frames["full_range"])
+    else:
+        rgb = planes[0].permute(0, 3, 1, 2)
+    if frames["rotation"]:
+        rgb = torch.rot90(rgb, k=frames["rotation"] // 90, dims=(2, 3))
+    crops = resize_and_crop(rgb)
+    repeats = frames["repeats"]
+    if bool((repeats != 1).any()):
+        crops = crops.repeat_interleave(repeats.to(crops.device), dim=0)
+    return crops

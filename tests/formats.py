@@ -1,0 +1,89 @@
+"""A matrix of tiny clips in the codecs and containers users have, written by PyAV's encoders.
+
+Each frame holds sharp-edged colour rectangles (the content where resizing the chroma planes alone
+goes wrong) that move with the frame number, so a wrong frame, a wrong colour or a wrong resize shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str  # also the file name
+    codec: str
+    pix_fmt: str
+    container: str | None = None  # PyAV's format name, when the suffix does not say it
+    fps: Fraction = Fraction(30)
+    options: dict = field(default_factory=dict)
+    container_options: dict = field(default_factory=dict)
+    size: tuple[int, int] = (176, 144)
+    frames: int = 40
+    first_pts: float = 0.0  # seconds: a start offset (mp4/mov write it as an edit list)
+
+
+X264_B = {"preset": "ultrafast", "x264-params": "bframes=3:b-adapt=0:keyint=12:min-keyint=12:scenecut=0"}
+
+FORMATS = [
+    Format("h264_bframes.mp4", "libx264", "yuv420p", options=X264_B),
+    Format("h264_open_gop_long.mkv", "libx264", "yuv420p",
+           options={"preset": "ultrafast", "x264-params": "bframes=2:open-gop=1:keyint=250:scenecut=0"}),
+    Format("h264_444.mov", "libx264", "yuv444p", options={"preset": "ultrafast"}),
+    Format("h264_10bit.mp4", "libx264", "yuv420p10le", options={"preset": "ultrafast"}),
+    Format("h264_25fps_offset.mp4", "libx264", "yuv420p", fps=Fraction(25), options=X264_B, first_pts=0.5),
+    Format("h264_bframes.ts", "libx264", "yuv420p", fps=Fraction(30000, 1001), options=X264_B),
+    Format("h264_bframes_avchd.mts", "libx264", "yuv420p", container="mpegts", options=X264_B,
+           container_options={"mpegts_m2ts_mode": "1"}),
+    Format("hevc.mp4", "libx265", "yuv420p", options={"preset": "ultrafast", "x265-params": "log-level=none"}),
+    Format("hevc_10bit.mkv", "libx265", "yuv420p10le", options={"preset": "ultrafast", "x265-params": "log-level=none"}),
+    Format("mpeg2_2997.ts", "mpeg2video", "yuv420p", fps=Fraction(30000, 1001), options={"g": "15", "bf": "2"}),
+    Format("mpeg2_dvd.mpg", "mpeg2video", "yuv420p", container="vob", fps=Fraction(30000, 1001),
+           options={"g": "15", "bf": "2"}),
+    Format("mpeg4.avi", "mpeg4", "yuv420p", options={"bf": "1", "qscale": "2"}),
+    Format("vp8.webm", "libvpx", "yuv420p"),
+    Format("vp9.webm", "libvpx-vp9", "yuv420p", options={"deadline": "realtime", "cpu-used": "8"}),
+    Format("av1.mp4", "libsvtav1", "yuv420p", options={"preset": "12"}),
+    Format("av1.webm", "libsvtav1", "yuv420p", options={"preset": "12"}),
+    Format("mjpeg_full_range.avi", "mjpeg", "yuvj422p"),
+    Format("prores.mov", "prores_ks", "yuv422p10le"),
+    Format("ffv1.mkv", "ffv1", "yuv420p"),
+    Format("h264_portrait.mp4", "libx264", "yuv420p", size=(144, 256), options={"preset": "ultrafast"}),
+]
+
+
+def scene(index: int, width: int, height: int, seed: int = 0) -> np.ndarray:
+    """Saturated rectangles on a dark ground, each moving its own way: frame `index` of a clip."""
+    rng = np.random.default_rng(seed)
+    image = np.full((height, width, 3), 20, np.uint8)
+    for _ in range(14):
+        w, h = rng.integers(6, width // 3), rng.integers(6, height // 3)
+        x0, y0 = rng.integers(0, width), rng.integers(0, height)
+        vx, vy = rng.integers(-4, 5), rng.integers(-3, 4)
+        x, y = (x0 + vx * index) % width, (y0 + vy * index) % height
+        image[y:y + h, x:x + w] = rng.integers(0, 256, 3)
+    return image
+
+
+def write_clip(folder: Path, f: Format) -> Path:
+    path = Path(folder) / f.name
+    width, height = f.size
+    with av.open(str(path), "w", format=f.container, options=f.container_options) as container:
+        stream = container.add_stream(f.codec, rate=f.fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, f.pix_fmt
+        stream.options = dict(f.options)
+        offset = int(round(f.first_pts * f.fps))
+        for i in range(f.frames):
+            frame = av.VideoFrame.from_ndarray(scene(i, width, height), format="rgb24")
+            frame.pts = offset + i
+            frame.time_base = 1 / f.fps
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -1,0 +1,160 @@
+"""Every common codec and container: the stored frames are those a plain sequential decode shows at
+each k / 30, and the features those of torchvision's own transforms on FFmpeg's RGB frames.
+
+The reference is independent of the pipeline's code: PyAV decodes every frame in order and turns it
+into RGB with FFmpeg's swscale (`frame.to_ndarray(format="rgb24")`), the frame on screen at k / 30 is
+picked by the definition from those frames' own times, and AlexNet_Weights.IMAGENET1K_V1.transforms()
+prepares it. The clips (tests/formats.py) have sharp colour edges and are small (176x144, enlarged
+to 256), the content on which resizing in the decoder was 3-4e-2 off.
+"""
+
+import av
+import numpy as np
+import pytest
+import torch
+from formats import FORMATS, X264_B, Format, write_clip
+
+import pipeline
+from pipeline.cli import main
+from pipeline.features import FeatureExtractor, load_state_dict
+from pipeline.preprocess import to_crops
+from pipeline.video import VideoError, VideoReader
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("formats")
+    for f in FORMATS:
+        (folder / "all").mkdir(exist_ok=True)
+        write_clip(folder / "all", f)
+    return folder / "all"
+
+
+def reference(path):
+    """(RGB frames in presentation order, source frame on screen at each k / 30) by a plain decode."""
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
+    times = np.array([float(f.time) for f in frames])
+    times -= times[0]
+    duration = times[-1] + (times[-1] - times[-2])
+    count = int(np.ceil(duration * 30 - 1e-6))
+    shown = [int(np.flatnonzero(times <= k / 30 + 1e-6)[-1]) for k in range(count)]
+    return rgb, shown
+
+
+def transformed(rgb: np.ndarray) -> torch.Tensor:
+    from torchvision.models import AlexNet_Weights
+
+    return AlexNet_Weights.IMAGENET1K_V1.transforms()(torch.from_numpy(rgb).permute(0, 3, 1, 2))
+
+
+def decode(path, handover):
+    reader = VideoReader(path, 30.0, handover)
+    index, crops = [], []
+    for chunk in reader.chunks(16):
+        index += chunk.source_index.tolist()
+        crops.append(to_crops(chunk.frames.to_dict()))
+    return index, torch.cat(crops)
+
+
+@pytest.mark.parametrize("handover", ["rgb", "yuv"])  # rgb: a CPU box's path; yuv: a GPU box's (here on the CPU)
+@pytest.mark.parametrize("name", [f.name for f in FORMATS])
+def test_every_format_gives_the_frames_a_sequential_decode_shows_at_each_k_over_30(clips, name, handover):
+    rgb, shown = reference(clips / name)
+    index, crops = decode(clips / name, handover)
+    assert index == shown
+    expected = (transformed(rgb[shown]) * STD + MEAN) * 255  # the reference crop, before normalisation
+    difference = (crops.permute(0, 3, 1, 2).float() - expected).abs()
+    # swscale's fixed-point colour conversion against torch's float one: a few levels at most
+    assert difference.max() <= (1.5 if handover == "rgb" else 4.5), difference.max()
+
+
+@pytest.fixture(scope="module")
+def extracted(clips, tmp_path_factory, weights_file):
+    cache = tmp_path_factory.mktemp("cache") / "cache"
+    assert main(["extract", str(clips), "--out", str(cache), "--weights", str(weights_file), "--workers", "1"]) == 0
+    return cache
+
+
+def test_every_format_is_extracted_with_features_within_1e_2_of_torchvision(clips, extracted, weights_file):
+    from torchvision.models import alexnet
+
+    model = alexnet(weights=None)
+    model.load_state_dict(torch.load(weights_file, weights_only=True))
+    with pipeline.open_cache(extracted) as cache:
+        assert sorted(v.split("/")[-1] for v in cache.video_ids) == sorted(f.name for f in FORMATS)
+        for video_id in cache.video_ids:
+            rgb, shown = reference(clips / video_id)
+            assert cache.source_index(video_id).tolist() == shown
+            every = slice(0, None, 8)  # enough rows to see an error, few enough for a 2-core CI
+            with torch.inference_mode():
+                ref = model.eval()(transformed(rgb[shown][every])).numpy()
+            ours = cache.features(video_id)[every]
+            relative = np.linalg.norm(ours - ref, axis=1) / np.linalg.norm(ref, axis=1)
+            assert relative.max() < 1e-2, (video_id, relative.max())
+
+
+def test_the_gpu_path_conversion_keeps_features_within_1e_2_too(clips, weights_file):
+    """On a GPU box the frames cross as YUV planes and are converted by torch: same check, on the CPU."""
+    extractor = FeatureExtractor.create(load_state_dict(weights_file), torch.device("cpu"))
+    for f in FORMATS:
+        rgb, shown = reference(clips / f.name)
+        _, crops = decode(clips / f.name, "yuv")
+        ours = extractor(crops[::13]).numpy()
+        with torch.inference_mode():
+            ref = extractor.model(transformed(rgb[shown][::13]).contiguous(memory_format=torch.channels_last)).numpy()
+        relative = np.linalg.norm(ours - ref, axis=1) / np.linalg.norm(ref, axis=1)
+        assert relative.max() < 1e-2, (f.name, relative.max())
+
+
+def test_a_raw_stream_without_any_timestamps_is_timed_by_its_frame_durations(tmp_path):
+    path = write_clip(tmp_path, Format("raw.h264", "libx264", "yuv420p", container="h264", options=X264_B))
+    with av.open(str(path)) as container:
+        assert all(frame.pts is None for frame in container.decode(video=0))  # nothing to go by but durations
+    index, _ = decode(path, "rgb")
+    assert index == list(range(40))  # 40 frames at 30 fps, each on screen once
+
+
+def corrupted_copies(path, count, seed=0):
+    data = path.read_bytes()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        damaged = bytearray(data)
+        for at in rng.integers(0, len(data), int(rng.integers(1, 20))):
+            damaged[at] = damaged[at] ^ 0xFF if i % 2 else 0
+        copy = path.with_name(f"damaged{i:02d}.mp4")
+        copy.write_bytes(bytes(damaged))
+        yield copy
+
+
+def test_damaged_copies_fail_with_a_one_line_reason_or_keep_their_timing(tmp_path):
+    """Flipped and zeroed bytes: the decoder's reports of corrupt frames, errors once decoding has
+    begun, and timestamps or frame counts the container contradicts fail the video; what passes has
+    the clip's own timing. (A damaged byte that still parses as valid data changes pixels unseen by
+    any decoder: 1 of 40 copies here. README, "What is checked".)"""
+    good = write_clip(tmp_path, Format("clip.mp4", "libx264", "yuv420p", options=X264_B, frames=90))
+    good_index, _ = decode(good, "rgb")
+    outcomes = []
+    for copy in corrupted_copies(good, 20):
+        try:
+            index, _ = decode(copy, "rgb")
+        except VideoError as e:
+            reason = str(e)
+            assert "\n" not in reason and str(tmp_path) not in reason and "/" not in reason.split(":")[0]
+            outcomes.append("failed")
+        else:
+            assert index == good_index
+            outcomes.append("ok")
+    assert outcomes.count("failed") >= 15  # most damage is seen: the decoder flags it
+
+
+def test_a_file_without_video_says_what_it_holds(tmp_path):
+    from test_reliability import write_audio_only
+
+    write_audio_only(tmp_path / "song.mp4")
+    with pytest.raises(VideoError, match=r"no video stream \(the file holds only audio\)"):
+        VideoReader(tmp_path / "song.mp4", 30.0)
