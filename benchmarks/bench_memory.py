@@ -1,17 +1,17 @@
 """Memory of `pipeline extract`: peak RSS against video length, and RSS over a soak of many videos.
 
-    python benchmarks/bench_memory.py long [--minutes 1 10] [--size 720p]
+    python benchmarks/bench_memory.py long [--minutes 1 10] [--size 720p] [--keyint 250|0]
     python benchmarks/bench_memory.py soak [--videos 300]
 
 `long` extracts one video of each length and prints the peak RSS of the extract process and of its
-whole process tree (decode workers included). Decoded frames are bounded by a decoding segment (see
-video.VideoDecoder.chunks), so the peak should differ between lengths only by the video's features,
+whole process tree (decode workers included). Decoding is sequential and streamed (video.VideoReader),
+so the peak should differ between lengths only by the video's features,
 held until the video is written (4 KB a frame in float32, twice while the file image is built: see
 cache.VideoWriter).
 
 `soak` extracts many short videos and samples RSS over time, of the main process and of the whole
 process tree; it prints both at 20, 40, 60, 80 and 95% of the run and their growth from 40% to 95%
-(decord has a history of leaks; a leak shows as steady growth).
+(a leak shows as steady growth).
 """
 
 from __future__ import annotations
@@ -48,17 +48,18 @@ def sample_extract(folder: Path, cache: Path, interval: float = 0.25) -> tuple[l
     return samples, time.perf_counter() - start
 
 
-def long_videos(minutes: list[float], size: str) -> None:
+def long_videos(minutes: list[float], size: str, keyint: int) -> None:
     width, height = SIZES[size]
     for length in minutes:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "in" / "x").mkdir(parents=True)
             frames = int(length * 60 * 30)
-            _write_one((str(Path(tmp) / "in" / "x" / "long.mp4"), width, height, frames, 0))
+            _write_one((str(Path(tmp) / "in" / "x" / "long.mp4"), width, height, frames, 0, keyint))
             samples, seconds = sample_extract(Path(tmp) / "in", Path(tmp) / "cache")
         peak_main = max(s[1] for s in samples) / 1024
         peak_tree = max(s[2] for s in samples) / 1024
-        print(f"{length:g} min of {size} ({frames} frames, extracted in {seconds:.0f} s): "
+        keyframes = f"a keyframe every {keyint} frames" if keyint else "a single keyframe"
+        print(f"{length:g} min of {size}, {keyframes} ({frames} frames, extracted in {seconds:.0f} s): "
               f"peak RSS main {peak_main:.0f} MiB, process tree {peak_tree:.0f} MiB")
 
 
@@ -81,12 +82,13 @@ def main(argv=None) -> None:
     p = sub.add_parser("long")
     p.add_argument("--minutes", type=float, nargs="+", default=[1, 10])
     p.add_argument("--size", default="720p", choices=sorted(SIZES))
+    p.add_argument("--keyint", type=int, default=250, help="frames between keyframes; 0: a single keyframe")
     p = sub.add_parser("soak")
     p.add_argument("--videos", type=int, default=300)
     args = parser.parse_args(argv)
     print(f"machine: {machine()}; device {resolve_device('auto')}")
     if args.mode == "long":
-        long_videos(args.minutes, args.size)
+        long_videos(args.minutes, args.size, args.keyint)
     else:
         soak(args.videos)
 

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# The GPU checks, as one script for a lent GPU box (16 cores, no network): the CUDA-path tests,
-# feature accuracy of every --precision, and bench_extract at 320x240 (default workers, then 13 on
-# the same videos) and 720p. Run from the repo root; decord and PyAV wheels for the box's Python
-# (3.12 there) travel in .whl/, fetched beforehand on a machine with pip access:
+# The GPU checks, as one script for a lent GPU box (16 cores, no network): the CUDA-path tests (the
+# GPU converts and resizes the decoded YUV frames there), feature accuracy of every --precision, and
+# bench_extract at 320x240 and 720p for this code and for the code at e103401, on the same videos.
+# Run from the repo root. Before, on a machine with pip access and git:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_28_x86_64 --platform manylinux2010_x86_64 -d .whl decord==0.6.0 av==18.1.0
+#     --platform manylinux_2_28_x86_64 -d .whl decord2==3.4.0 av==19.0.2
+#   mkdir -p .old && git archive e103401 | tar -x -C .old     # the old code, to compare with
+# and carry .whl and .old (both git-ignored). About 8 minutes.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
+  export PYTHONPATH=/tmp/site
 fi
 export PYTHONUNBUFFERED=1
+NEW=${PYTHONPATH:+$PYTHONPATH:}$PWD
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; lscpu | grep -E "Model name|^CPU\(s\)|Thread"; nproc;
-  python3 -c "import torch, torchvision, decord, h5py; print(torch.__version__, torchvision.__version__, decord.__version__, h5py.__version__)"; } 2>&1 | tee "$OUT/machine.txt"
-python3 -m pytest -q tests/test_cuda.py tests/test_extract.py tests/test_video.py 2>&1 | tee "$OUT/tests.txt"
-python3 benchmarks/precision_check.py 2>&1 | tee "$OUT/precision.txt"
-B="python3 benchmarks/bench_extract.py --cnn-seconds 5"
-{ $B --size 320x240 --videos 96 --seconds 30 --folder /tmp/v320; $B --folder /tmp/v320 --workers 13; } 2>&1 | tee "$OUT/bench_320x240.txt"
-$B --size 720p --videos 32 --seconds 20 --folder /tmp/v720 2>&1 | tee "$OUT/bench_720p.txt"
+  PYTHONPATH=$NEW python3 -c "import torch, torchvision, decord, av, h5py; print(torch.__version__, torchvision.__version__, decord.__version__, av.__version__, h5py.__version__)"; } 2>&1 | tee "$OUT/machine.txt"
+PYTHONPATH=$NEW python3 -m pytest -q tests/test_cuda.py tests/test_formats.py tests/test_extract.py tests/test_video.py 2>&1 | tee "$OUT/tests.txt"
+PYTHONPATH=$NEW python3 benchmarks/precision_check.py 2>&1 | tee "$OUT/precision.txt"
+B="python3 benchmarks/bench_extract.py --cnn-seconds 4"
+for size in "320x240 --videos 96 --seconds 30" "720p --videos 32 --seconds 20"; do
+  name=${size%% *}
+  PYTHONPATH=$NEW $B --size $size --folder /tmp/v$name 2>&1 | tee "$OUT/bench_$name.txt"
+  if [ -d .old ]; then  # the old tree's bench_extract, on the same clips
+    (cd .old && PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD python3 benchmarks/bench_extract.py --cnn-seconds 4 --folder /tmp/v$name) 2>&1 | tee "$OUT/bench_${name}_old.txt"
+  fi
+done

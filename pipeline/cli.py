@@ -27,6 +27,9 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                    help="CNN arithmetic on CUDA (default fp32 with TF32 matmuls)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored feature dtype")
+    p.add_argument("--decoder", default="auto", choices=["auto", "pyav", "decord"],
+                   help="auto/pyav: PyAV decodes every file (measured faster); decord: decord, except for MPEG "
+                        "transport/program streams and files whose decord timestamps cannot be trusted")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +140,7 @@ def cmd_extract(args) -> int:
     options = ExtractOptions(
         fps=args.fps, weights=args.weights, device=args.device, batch_size=args.batch_size,
         workers=args.workers, dtype=args.dtype, precision=args.precision, retry_failed=not args.skip_failed,
-        shard=parse_shard(args.shard) if args.shard else None,
+        shard=parse_shard(args.shard) if args.shard else None, decoder=args.decoder,
     )
     options = for_torchrun_rank(options)
     if args.weights == "random":

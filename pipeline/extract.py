@@ -27,7 +27,8 @@ from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, FeatureExtract
                        resolve_weights)
 from .inputs import VideoSource, assign_shard
 from .preprocess import to_crops
-from .video import VideoError, VideoReader, quiet_decoder
+from .decord_video import DECODERS, open_video
+from .video import VideoError, quiet_decoder
 
 DTYPES = ("float32", "float16")
 # A worker that cannot hand over its frames (a full /dev/shm, say) leaves the main process
@@ -46,6 +47,7 @@ class ExtractOptions:
     precision: str = "fp32"  # CNN arithmetic on CUDA; fp16/bf16 change features by about 1e-3 relative
     retry_failed: bool = True  # a later run retries videos that failed before
     shard: tuple[int, int] | None = None  # (i, N): extract only shard i of N into CACHE/shards/i-of-N
+    decoder: str = "auto"  # auto | pyav | decord: see decord_video.open_video for the rule
     progress: bool = True
 
 
@@ -104,9 +106,10 @@ class DecodeJobs(IterableDataset):
     to convert and resize (a GPU box, where decoding is the bottleneck and the GPU is idle).
     A video that cannot be decoded yields one "failed" item; nothing is raised."""
 
-    def __init__(self, sources: list[VideoSource], fps: float, chunk_frames: int, preprocess_in_worker: bool = True):
+    def __init__(self, sources: list[VideoSource], fps: float, chunk_frames: int, preprocess_in_worker: bool = True,
+                 decoder: str = "auto"):
         self.sources, self.fps, self.chunk_frames = sources, fps, chunk_frames
-        self.preprocess_in_worker = preprocess_in_worker
+        self.preprocess_in_worker, self.decoder = preprocess_in_worker, decoder
 
     def __iter__(self):
         info = get_worker_info()
@@ -120,7 +123,7 @@ class DecodeJobs(IterableDataset):
         # swscale's RGB where the CPU resizes anyway; YUV planes where the GPU converts them
         handover = "rgb" if self.preprocess_in_worker else "yuv"
         try:
-            with VideoReader(source.path, self.fps, handover) as reader:
+            with open_video(source.path, self.fps, handover, self.decoder) as reader:
                 first = True
                 for number_in_video, chunk in enumerate(reader.chunks(self.chunk_frames)):
                     if number_in_video % TRIM_EVERY == TRIM_EVERY - 1:
@@ -228,6 +231,8 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
         raise CacheError(f"--dtype must be one of {', '.join(DTYPES)}")
     if options.precision not in PRECISIONS:
         raise CacheError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    if options.decoder not in DECODERS:
+        raise CacheError(f"--decoder must be one of {', '.join(DECODERS)}")
     device = resolve_device(options.device)
     state_dict, identity = resolve_weights(options.weights)
     settings = cache_settings(identity, options)
@@ -280,12 +285,17 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: int, pin_memory: bool) -> DataLoader:
-    """Chunks of decoded, resized and cropped frames from every video, decoded in worker processes."""
+def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: int, pin_memory: bool,
+                  preprocess_in_worker: bool | None = None) -> DataLoader:
+    """Chunks of every video's frames, decoded in worker processes: resized and cropped there
+    (`preprocess_in_worker`, the default off CUDA), or as decoded, for the GPU to convert and resize."""
+    if preprocess_in_worker is None:
+        preprocess_in_worker = not pin_memory
     workers = options.workers if options.workers is not None else default_workers()
     workers = min(workers, len(todo))
     return DataLoader(
-        DecodeJobs(todo, options.fps, chunk_frames=min(batch_size, 128), preprocess_in_worker=not pin_memory),
+        DecodeJobs(todo, options.fps, chunk_frames=min(batch_size, 128), preprocess_in_worker=preprocess_in_worker,
+                   decoder=options.decoder),
         batch_size=None, num_workers=workers, pin_memory=pin_memory,
         # The platform's default start method: fork on Linux, which starts workers in milliseconds
         # instead of seconds. Safe because the workers never use CUDA, and extract() makes them

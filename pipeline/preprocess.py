@@ -11,6 +11,8 @@ half-resolution chroma planes alone, keeps sharp colour edges as torchvision see
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +36,23 @@ def resized_size(width: int, height: int, short_side: int = RESIZE_SHORT_SIDE) -
 def center_crop_box(width: int, height: int, crop: int = CROP_SIZE) -> tuple[int, int]:
     """(top, left) of a centred crop, rounded as torchvision's center_crop does."""
     return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+
+
+def needed_region(width: int, height: int, short_side: int = RESIZE_SHORT_SIDE, crop: int = CROP_SIZE):
+    """(top, bottom, left, right): the source pixels the centre crop of the resized frame is made of,
+    with the resize filter's reach around them, on even rows and columns (so subsampled chroma planes
+    crop with them). A decode worker hands over only these; the rest cannot change the crop."""
+    new_width, new_height = resized_size(width, height, short_side)
+    top, left = center_crop_box(new_width, new_height, crop)
+
+    def span(start, size, new_size):
+        scale = size / new_size
+        reach = math.ceil(max(scale, 1.0)) + 2  # antialiased bilinear reads up to `scale` pixels each side
+        first = max(int(math.floor(start * scale)) - reach, 0) // 2 * 2
+        last = min(int(math.ceil((start + crop) * scale)) + reach, size)
+        return first, min(last + last % 2, size)
+
+    return (*span(top, height, new_height), *span(left, width, new_width))
 
 
 def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bits: int = 8, matrix: str = "bt470bg",
@@ -89,6 +108,8 @@ def to_crops(frames: dict, device: torch.device | str = "cpu") -> torch.Tensor:
     """A decode worker's frames (video.Frames.to_dict()) -> uint8 (m, 224, 224, 3) on `device`, one
     row per output frame (a frame shown k times is converted once and repeated)."""
     planes = [p.to(device, non_blocking=True) for p in frames["planes"]]
+    if frames.get("region"):  # only the pixels the crop needs came: put them back where they were
+        planes = _uncrop(planes, frames["size"], frames["region"])
     if frames["kind"] == "yuv":
         rgb = yuv_to_rgb(*planes, bits=frames["bits"], matrix=frames["matrix"], full_range=frames["full_range"])
     else:
@@ -100,3 +121,18 @@ def to_crops(frames: dict, device: torch.device | str = "cpu") -> torch.Tensor:
     if bool((repeats != 1).any()):
         crops = crops.repeat_interleave(repeats.to(crops.device), dim=0)
     return crops
+
+
+def _uncrop(planes: list[torch.Tensor], size: tuple[int, int], region: tuple[int, int]) -> list[torch.Tensor]:
+    """Full-size planes holding `planes` at `region` (top, left of the luma plane) and zeros elsewhere:
+    resizing them gives the crop exactly, as the zeros lie beyond the filter's reach of the crop."""
+    height, width = size
+    top, left = region
+    luma = planes[0]
+    full = []
+    for p in planes:
+        fy, fx = luma.shape[-2] // p.shape[-2] if p is not luma else 1, luma.shape[-1] // p.shape[-1] if p is not luma else 1
+        canvas = torch.zeros((p.shape[0], -(-height // fy), -(-width // fx)), dtype=p.dtype, device=p.device)
+        canvas[:, top // fy:top // fy + p.shape[1], left // fx:left // fx + p.shape[2]] = p
+        full.append(canvas)
+    return full

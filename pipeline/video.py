@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
-from fractions import Fraction
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from .preprocess import needed_region
 
 MAX_CHUNK_FRAMES = 128  # output frames per chunk handed to the CNN side
 MAX_CHUNK_BYTES = 32 << 20  # and at most this much unresized frame data (4K: 2 frames; 720p: 23)
@@ -142,6 +143,8 @@ class Frames:
     planes: tuple
     repeats: np.ndarray  # (n,) output frames each unique frame fills, >= 1
     rotation: int = 0
+    size: tuple[int, int] = (0, 0)  # (height, width) of the decoded frames
+    region: tuple[int, int] | None = None  # (top, left) where the planes lie when only the crop's part came
     bits: int = 8
     matrix: str = "bt470bg"
     full_range: bool = False
@@ -151,6 +154,7 @@ class Frames:
 
         return {"kind": self.kind, "planes": [torch.from_numpy(p) for p in self.planes],
                 "repeats": torch.from_numpy(self.repeats), "rotation": self.rotation, "bits": self.bits,
+                "size": self.size, "region": self.region,
                 "matrix": self.matrix, "full_range": self.full_range}
 
 
@@ -340,7 +344,8 @@ class _ChunkBuilder:
             if self.images else ()
         frames = Frames(kind=meta.get("kind", "rgb"), planes=planes, repeats=repeats, rotation=meta.get("rotation", 0),
                         bits=meta.get("bits", 8), matrix=meta.get("matrix", "bt470bg"),
-                        full_range=meta.get("full_range", False))
+                        full_range=meta.get("full_range", False), size=(meta.get("height", 0), meta.get("width", 0)),
+                        region=meta.get("region"))
         self.times_from += count
         self.images, self.repeats, self.source, self.bytes = [], [], [], 0
         return Chunk(times=times, source_index=source_index, frames=frames)
@@ -360,6 +365,13 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
     meta = {"width": frame.width, "height": frame.height, "format": name, "rotation": _rotation(frame)}
     if handover == "yuv" and name in YUV_FORMATS:
         planes = tuple(_plane(p) for p in frame.planes[:3])
+        if not meta["rotation"]:  # hand over only what the centre crop is made of (half of 720p)
+            top, bottom, left, right = needed_region(frame.width, frame.height)
+            fy, fx = frame.height // planes[1].shape[0], frame.width // planes[1].shape[1]
+            planes = (planes[0][top:bottom, left:right],
+                      *(p[top // fy:-(-bottom // fy), left // fx:-(-right // fx)] for p in planes[1:]))
+            meta["region"] = (top, left)
+        planes = tuple(p.copy() for p in planes)  # off the decoder's buffers, which it reuses
         meta.update(kind="yuv", bits=8, matrix=_matrix(frame), full_range=name.startswith("yuvj") or _full_range(frame))
         return planes, meta
     meta.update(kind="rgb")
@@ -367,8 +379,9 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
 
 
 def _plane(plane) -> np.ndarray:
+    """A view of one plane's pixels (rows are padded to line_size in the decoder's buffer)."""
     rows = np.frombuffer(plane, dtype=np.uint8).reshape(plane.height, plane.line_size)
-    return rows[:, :plane.width].copy()
+    return rows[:, :plane.width]
 
 
 def _full_range(frame) -> bool:

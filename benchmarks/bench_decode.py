@@ -1,0 +1,99 @@
+"""The decode side of stage one, per core: what one decode worker turns out per second of its CPU.
+
+    python benchmarks/bench_decode.py [--size 320x240|720p|1080p] [--videos N] [--seconds S]
+                                      [--folder DIR] [--old-tree DIR] [--rounds N]
+
+On a GPU box decoding bounds `extract` (BENCHMARKS.md), so frames per CPU-second of a decode worker
+is what sets its speed: a box with C cores does about C - 1 times that. Each configuration runs one
+decode worker (DataLoader, as `extract` does) over the same clips, in a subprocess of its own, and
+reports frames/s of wall time and frames per CPU-second of the worker:
+
+  gpu-box handover  this tree: the worker decodes and hands over the decoded frames (YUV planes), the
+                    GPU converts and resizes them (not run here: the CNN side's cost)
+  cpu-box handover  this tree: the worker also converts (swscale) and resizes (torch) to 224x224 crops
+  old               the tree at --old-tree (e.g. `git worktree add ../old e103401`): decord resizing
+                    in the decoder, then cropping, in the worker (what both boxes ran before)
+
+Rounds alternate between configurations, and the median is reported: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# Run in a subprocess with PYTHONPATH set to the tree under test: decode every clip with one worker.
+MEASURE = r"""
+import json, os, sys, time
+sys.path.insert(0, os.environ["BENCH_DIR"])
+from cpu_use import CpuUse
+from pipeline.extract import ExtractOptions, decode_loader
+from pipeline.inputs import find_videos
+sources = find_videos(sys.argv[1])
+options = ExtractOptions(weights="random", device="cpu", workers=1, progress=False)
+kwargs = {} if sys.argv[2] == "old" else {"preprocess_in_worker": sys.argv[2] == "cpu-box"}
+loader = decode_loader(sources, options, 512, False, **kwargs)
+with CpuUse() as use:
+    frames = sum(len(i["times"]) for i in loader if i["kind"] == "chunk")
+worker_seconds = sum(s - use.workers_before.get(pid, 0.0) for pid, s in use.workers.items())
+print(json.dumps({"frames": frames, "wall": use.seconds, "worker_cpu": worker_seconds}))
+"""
+
+
+def measure(tree: Path, folder: Path, mode: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree), "BENCH_DIR": str(HERE)}
+    out = subprocess.run([sys.executable, "-c", MEASURE, str(folder), mode], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    sys.path.insert(0, str(HERE))
+    from bench_extract import SIZES, make_videos
+    from machine import machine
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", default="720p", choices=sorted(SIZES))
+    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--folder", help="reuse (or make) the clips here")
+    parser.add_argument("--old-tree", help="a checkout of the code to compare with, e.g. e103401")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    configs = [("gpu-box handover", HERE.parent, "gpu-box"), ("cpu-box handover", HERE.parent, "cpu-box")]
+    if args.old_tree:
+        configs.append(("old (" + Path(args.old_tree).name + ")", Path(args.old_tree).resolve(), "old"))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.folder) if args.folder else Path(tmp) / "videos"
+        if not folder.exists():
+            make_videos(folder, args.size, args.videos, args.seconds)
+        print(f"machine: {machine()}; {args.videos} clips of {args.seconds:g} s at {args.size}; "
+              f"one decode worker; median of {args.rounds} alternating rounds")
+        results = {name: [] for name, _, _ in configs}
+        for _ in range(args.rounds):
+            for name, tree, mode in configs:
+                results[name].append(measure(tree, folder, mode))
+    rates = {}
+    for name, runs in results.items():
+        per_cpu = statistics.median(r["frames"] / r["worker_cpu"] for r in runs)
+        wall = statistics.median(r["frames"] / r["wall"] for r in runs)
+        rates[name] = per_cpu
+        print(f"{name:28s} {per_cpu:8.0f} frames per worker CPU-second   {wall:8.0f} frames/s wall "
+              f"({runs[0]['frames']} frames)")
+    old = [v for k, v in rates.items() if k.startswith("old")]
+    if old:
+        print(f"decode_speedup (gpu-box handover / old) = {rates['gpu-box handover'] / old[0]:.2f}")
+        print(f"decode_speedup (cpu-box handover / old) = {rates['cpu-box handover'] / old[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

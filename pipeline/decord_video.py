@@ -1,0 +1,115 @@
+"""decord as a second decoder (`extract --decoder decord`), and the rule that picks a decoder per file.
+
+decord reads a file's frame index up front and decodes frames by number; PyAV (pipeline/video.py)
+decodes the file once from start to end. Both give FFmpeg's RGB frames, and on the formats decord
+handles they are the same frames (tests/test_decoders.py). But decord is wrong on some files without
+saying so, and measured slower on the others (BENCHMARKS.md, bench_decode.py), hence the rule:
+
+- `--decoder pyav` (and `auto`, the default): PyAV for every file.
+- `--decoder decord`: decord, except where it is known or seen to be wrong, where PyAV takes over:
+  MPEG transport and program streams (.ts .mts .m2ts .mpg .mpeg .vob .m2v: decord fails on H.264
+  with B-frames there, drops MPEG-2's first GOP and pads the end, and gives no timestamps for some
+  program-stream frames); video that is not 8-bit YUV (decord's RGB of 10-bit H.264 is up to 60
+  levels off FFmpeg's); and any file whose decord timestamps are missing (its marker is about
+  -1e14 s; AVI files get it for every frame), not finite, out of order, or past the file's own
+  duration, or whose frames decord does not give as RGB (decord2 3.4 returns 4 channels for some
+  frame widths).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .video import MAX_CHUNK_BYTES, YUV_FORMATS, Chunk, Frames, VideoError, VideoReader, resample
+
+DECODERS = ("auto", "pyav", "decord")
+# Containers decord decodes wrong, or not at all, with H.264 B-frames or MPEG-2 (DESIGN.md, issue 10).
+NOT_FOR_DECORD = {".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".vob", ".m2v"}
+
+
+def open_video(path: str | Path, fps: float, handover: str = "rgb", decoder: str = "auto"):
+    """A reader for one file, by the rule above: a VideoReader (PyAV) or a DecordReader."""
+    if decoder == "decord" and Path(path).suffix.lower() not in NOT_FOR_DECORD and _eight_bit_yuv(path):
+        try:
+            return DecordReader(path, fps)
+        except VideoError:
+            pass  # decord cannot be trusted with this file: PyAV says whether it can
+    return VideoReader(path, fps, handover)
+
+
+def _eight_bit_yuv(path) -> bool:
+    """Is the first video stream 8-bit planar YUV? (Read from the header by PyAV: no frame decoded.)"""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return stream.codec_context.format is not None and stream.codec_context.format.name in YUV_FORMATS
+    except (av.error.FFmpegError, IndexError):
+        return False  # PyAV will say what is wrong with it
+
+
+class DecordReader:
+    """One video decoded by decord at full size, resampled to `fps` by its frame timestamps."""
+
+    name = "decord"
+
+    def __init__(self, path: str | Path, fps: float):
+        import decord
+
+        self.path, self.fps = Path(path), fps
+        try:
+            self.reader = decord.VideoReader(str(self.path), num_threads=1)
+            count = len(self.reader)
+            starts = self.reader.get_frame_timestamp(np.arange(count))[:, 0].astype(np.float64) if count else []
+            average_fps = self.reader.get_avg_fps()
+            shape = self.reader.get_batch([0]).asnumpy().shape if count else (1, 1, 1, 3)
+        except Exception as e:  # decord raises plain RuntimeErrors for any file it cannot read
+            raise VideoError(f"decord cannot read it: {str(e).splitlines()[0][:200]}") from None
+        if shape[-1] != 3:  # decord2 3.4 gives 4 channels for some frame widths (144, say)
+            raise VideoError(f"decord gives frames of shape {shape[1:]}, not RGB")
+        _check_timestamps(np.asarray(starts), count, average_fps)
+        self.resampling = resample(starts, fps, 1.0 / average_fps if average_fps > 0 else 1.0 / fps)
+        self.duration, self.source_fps = self.resampling.duration, self.resampling.source_fps
+        self.frames_decoded = count
+
+    def close(self) -> None:
+        self.reader = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def chunks(self, max_frames: int = 128):
+        """Chunks of full-size RGB frames (decord turns them upright itself), in order."""
+        r = self.resampling
+        height, width = self.reader[0].shape[:2] if len(r.times) else (1, 1)
+        step = max(1, min(max_frames, MAX_CHUNK_BYTES // (height * width * 3)))
+        for start in range(0, len(r.times), step):
+            index = r.source_index[start:start + step]
+            unique, repeats = np.unique(index, return_counts=True)
+            try:
+                rgb = self.reader.get_batch(unique.tolist()).asnumpy()
+            except Exception as e:
+                raise VideoError(f"decord cannot decode frames {unique[0]}-{unique[-1]}: "
+                                 f"{str(e).splitlines()[0][:200]}") from None
+            yield Chunk(times=r.times[start:start + step], source_index=index,
+                        frames=Frames(kind="rgb", planes=(rgb,), repeats=repeats.astype(np.int64)),
+                        last=start + step >= len(r.times))
+
+
+def _check_timestamps(starts: np.ndarray, count: int, average_fps: float) -> None:
+    """Refuse timestamps decord could not read (its no-timestamp marker is about -1.02e14 s), that are
+    not finite, run backwards, or run past what the frame count and rate make plausible."""
+    if count == 0:
+        raise VideoError("decord finds no frames")
+    if not np.all(np.isfinite(starts)) or starts.min() < -1.0:
+        raise VideoError("decord gives no timestamps for some frames")
+    if np.any(np.diff(starts) < -1e-3):
+        raise VideoError("decord's timestamps run backwards")
+    if average_fps > 0 and starts[-1] - starts[0] > 1.5 * count / average_fps + 2.0:
+        raise VideoError("decord's timestamps run past the video's length")

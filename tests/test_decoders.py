@@ -1,0 +1,66 @@
+"""decord as the second decoder: the same frames as PyAV where the rule gives it the file, and PyAV
+wherever decord is known or seen to be wrong."""
+
+import numpy as np
+import pytest
+from formats import FORMATS, write_clip
+from videos import frame_number, rotate_90_on_display, write_video
+
+from pipeline.decord_video import NOT_FOR_DECORD, DecordReader, _check_timestamps, open_video
+from pipeline.preprocess import to_crops
+from pipeline.video import VideoError, VideoReader
+
+
+def crops_and_index(reader):
+    index, crops = [], []
+    for chunk in reader.chunks(16):
+        index += chunk.source_index.tolist()
+        crops.append(to_crops(chunk.frames.to_dict()).numpy())
+    return index, np.concatenate(crops)
+
+
+@pytest.mark.parametrize("name", [f.name for f in FORMATS if f.name.endswith((".mp4", ".mkv", ".webm", ".avi", ".mov"))])
+def test_decord_gives_the_frames_pyav_gives_where_the_rule_picks_it(tmp_path, name):
+    path = write_clip(tmp_path, next(f for f in FORMATS if f.name == name))
+    reader = open_video(path, 30.0, "rgb", "decord")
+    if "10bit" in name or "prores" in name or name.endswith(".avi") or "portrait" in name:
+        # not 8-bit YUV; no decord timestamps (AVI); 4-channel frames from decord2 at 144 wide
+        assert isinstance(reader, VideoReader)
+        return
+    assert isinstance(reader, DecordReader)
+    index, crops = crops_and_index(reader)
+    pyav_index, pyav_crops = crops_and_index(VideoReader(path, 30.0, "rgb"))
+    assert index == pyav_index
+    assert np.abs(crops.astype(int) - pyav_crops).max() <= 1
+
+
+@pytest.mark.parametrize("name", [f.name for f in FORMATS if f.name.endswith(tuple(NOT_FOR_DECORD))])
+def test_transport_and_program_streams_go_to_pyav_even_when_decord_is_asked_for(tmp_path, name):
+    path = write_clip(tmp_path, next(f for f in FORMATS if f.name == name))
+    assert isinstance(open_video(path, 30.0, "rgb", "decord"), VideoReader)
+
+
+@pytest.mark.parametrize("starts, reason", [
+    ([0.0, -1.02e14, 0.066], "no timestamps"),
+    ([0.0, np.nan, 0.066], "no timestamps"),
+    ([0.0, 0.066, 0.033], "backwards"),
+    ([0.0, 0.033, 226.0], "past the video's length"),
+])
+def test_decord_timestamps_that_cannot_be_trusted_are_refused(starts, reason):
+    with pytest.raises(VideoError, match=reason):
+        _check_timestamps(np.array(starts), len(starts), 30.0)
+
+
+def test_auto_is_pyav_and_decord_turns_rotated_video_upright_too(tmp_path):
+    image = np.zeros((240, 320, 3), np.uint8)
+    image[:, :160] = 200
+    path = rotate_90_on_display(write_video(tmp_path / "phone.mp4", [image] * 3))
+    assert isinstance(open_video(path, 30.0), VideoReader)
+    _, crops = crops_and_index(open_video(path, 30.0, "rgb", "decord"))
+    assert crops[0][:100, :180, 0].mean() > 190 and crops[0][130:, :180, 0].mean() < 10
+
+
+def test_decord_frames_are_the_named_source_frames(tmp_path):
+    path = write_video(tmp_path / "v.mp4", 40, fps=25)
+    index, crops = crops_and_index(DecordReader(path, 30.0))
+    assert [frame_number(c) for c in crops] == index
