@@ -11,6 +11,7 @@ reports frames/s of wall time and frames per CPU-second of the worker:
   gpu-box handover  this tree: the worker decodes and hands over the decoded frames (YUV planes), the
                     GPU converts and resizes them (not run here: the CNN side's cost)
   cpu-box handover  this tree: the worker also converts (swscale) and resizes (torch) to 224x224 crops
+  decord            this tree with --decoder decord: decord's full-size RGB, resized as above
   old               the tree at --old-tree (e.g. `git worktree add ../old e103401`): decord resizing
                     in the decoder, then cropping, in the worker (what both boxes ran before)
 
@@ -38,8 +39,11 @@ from cpu_use import CpuUse
 from pipeline.extract import ExtractOptions, decode_loader
 from pipeline.inputs import find_videos
 sources = find_videos(sys.argv[1])
+mode = sys.argv[2]
 options = ExtractOptions(weights="random", device="cpu", workers=1, progress=False)
-kwargs = {} if sys.argv[2] == "old" else {"preprocess_in_worker": sys.argv[2] == "cpu-box"}
+if mode == "decord":
+    options.decoder = "decord"
+kwargs = {} if mode == "old" else {"preprocess_in_worker": mode != "gpu-box"}
 loader = decode_loader(sources, options, 512, False, **kwargs)
 with CpuUse() as use:
     frames = sum(len(i["times"]) for i in loader if i["kind"] == "chunk")
@@ -69,7 +73,8 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
 
-    configs = [("gpu-box handover", HERE.parent, "gpu-box"), ("cpu-box handover", HERE.parent, "cpu-box")]
+    configs = [("gpu-box handover", HERE.parent, "gpu-box"), ("cpu-box handover", HERE.parent, "cpu-box"),
+               ("decord", HERE.parent, "decord")]
     if args.old_tree:
         configs.append(("old (" + Path(args.old_tree).name + ")", Path(args.old_tree).resolve(), "old"))
     with tempfile.TemporaryDirectory() as tmp:
