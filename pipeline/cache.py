@@ -14,7 +14,7 @@ temporary file, fsync'ed and renamed into place, and only then appended to the i
 loses at most the video in flight. The index is the commit record: a video file without an index
 line is redone on the next run, a torn last index line is cut off before appending.
 
-This module imports h5py and numpy only, so stage two can read caches without decord or torchvision.
+This module imports h5py and numpy only, so stage two can read caches without a decoder or torchvision.
 """
 
 from __future__ import annotations

@@ -119,18 +119,6 @@ class Resampler:
         return k - start
 
 
-def decoder_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(width, height) after scaling the short side to `short_side`, rounded as torchvision's Resize does."""
-    if width <= height:
-        return short_side, int(short_side * height / width)
-    return int(short_side * width / height), short_side
-
-
-def center_crop_box(width: int, height: int, crop: int) -> tuple[int, int]:
-    """(top, left) of a centred crop, rounded as torchvision's center_crop does."""
-    return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
-
-
 @dataclass
 class Frames:
     """Unique decoded frames at full size, as the decoder gave them, and how often each is shown.

@@ -1,4 +1,4 @@
-"""`pipeline extract` and `pipeline info` end to end: real decord, real AlexNet (random-init
+"""`pipeline extract` and `pipeline info` end to end: real decoding (PyAV), real AlexNet (random-init
 weights saved to a file, since pretrained ones cannot be downloaded here), real HDF5."""
 
 import json

@@ -218,7 +218,7 @@ def test_atomic_writes_replace_the_whole_file_and_leave_no_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
 
 
-def test_training_and_evaluation_run_where_decord_and_torchvision_cannot_be_imported(tmp_path):
+def test_training_and_evaluation_run_where_the_decoders_and_torchvision_cannot_be_imported(tmp_path):
     cache = small_cache(tmp_path / "cache")
     run = tmp_path / "run"
     script = textwrap.dedent(f"""
@@ -226,7 +226,7 @@ def test_training_and_evaluation_run_where_decord_and_torchvision_cannot_be_impo
 
         class Refuse:
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("decord", "torchvision"):
+                if name.split(".")[0] in ("decord", "av", "torchvision"):
                     raise ImportError(f"{{name}} is not installed here (test)")
                 return None
 
@@ -234,7 +234,7 @@ def test_training_and_evaluation_run_where_decord_and_torchvision_cannot_be_impo
         from pipeline.cli import main
         rc = main(["train", {str(cache)!r}, "--out", {str(run)!r}, "--epochs", "1", "--hidden", "8"])
         rc = rc or main(["evaluate", {str(run)!r}, "--json"])
-        assert not {{"decord", "torchvision"}} & set(sys.modules), "stage two imported stage one's libraries"
+        assert not {{"decord", "av", "torchvision"}} & set(sys.modules), "stage two imported stage one's libraries"
         sys.exit(rc)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
