@@ -138,3 +138,21 @@ def test_a_video_marked_rotated_is_decoded_upright(tmp_path):
         # Turned clockwise: the light left half is now the top, the green top band the right edge.
         assert frame[:100, :180, 0].mean() > 190 and frame[130:, :180, 0].mean() < 10
         assert frame[:, -12:, 1].mean() > 240 and frame[120:, -12:, 0].mean() < 10
+
+
+def test_timestamps_that_run_far_past_the_files_duration_fail_the_video(tmp_path):
+    """A damaged time-to-sample table (stts) stretches every frame to minutes, while the movie header
+    still says one second: stored, it would be thousands of copies of a few frames."""
+    import struct
+
+    path = write_video(tmp_path / "v.mp4", 30)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"stts") + 4 + 4  # the box's type, then version and flags
+    entries = struct.unpack(">I", data[at:at + 4])[0]
+    count, delta = struct.unpack(">II", data[at + 4:at + 12])
+    assert entries >= 1 and count >= 1
+    data[at + 8:at + 12] = struct.pack(">I", delta * 4000)
+    path.write_bytes(bytes(data))
+    # (the demuxer then gives one frame: the frame count the container lists is what tells)
+    with pytest.raises(VideoError, match="timestamps run to .* but the file says it lasts|container lists 30 frames"):
+        list(VideoReader(path, 30.0).chunks())
