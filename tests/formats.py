@@ -53,6 +53,7 @@ FORMATS = [
     Format("mjpeg_full_range.avi", "mjpeg", "yuvj422p"),
     Format("prores.mov", "prores_ks", "yuv422p10le"),
     Format("ffv1.mkv", "ffv1", "yuv420p"),
+    Format("ffv1_odd_size.mkv", "ffv1", "yuv420p", size=(175, 143)),
     Format("h264_portrait.mp4", "libx264", "yuv420p", size=(144, 256), options={"preset": "ultrafast"}),
 ]
 

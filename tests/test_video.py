@@ -156,3 +156,23 @@ def test_timestamps_that_run_far_past_the_files_duration_fail_the_video(tmp_path
     # (the demuxer then gives one frame: the frame count the container lists is what tells)
     with pytest.raises(VideoError, match="timestamps run to .* but the file says it lasts|container lists 30 frames"):
         list(VideoReader(path, 30.0).chunks())
+
+
+@pytest.mark.parametrize("width, height", [(1280, 720), (320, 240), (176, 144), (144, 256), (333, 187), (3840, 2160)])
+def test_handing_over_only_the_crops_region_gives_the_same_crop(width, height):
+    import torch
+
+    from pipeline.preprocess import needed_region
+
+    g = torch.Generator().manual_seed(width)
+    y = torch.randint(16, 236, (1, height, width), dtype=torch.uint8, generator=g)
+    u, v = (torch.randint(16, 241, (1, (height + 1) // 2, (width + 1) // 2), dtype=torch.uint8, generator=g)
+            for _ in range(2))
+    whole = {"kind": "yuv", "planes": [y, u, v], "repeats": torch.ones(1, dtype=torch.long), "rotation": 0,
+             "bits": 8, "matrix": "bt709", "full_range": False}
+    top, bottom, left, right = needed_region(width, height)
+    assert top % 2 == 0 and left % 2 == 0
+    part = dict(whole, size=(height, width), region=(top, left),
+                planes=[y[:, top:bottom, left:right], u[:, top // 2:-(-bottom // 2), left // 2:-(-right // 2)],
+                        v[:, top // 2:-(-bottom // 2), left // 2:-(-right // 2)]])
+    assert torch.equal(to_crops(whole), to_crops(part))
