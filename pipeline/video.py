@@ -355,7 +355,7 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
         planes = tuple(_plane(p) for p in frame.planes[:3])
         if not meta["rotation"]:  # hand over only what the centre crop is made of (half of 720p)
             top, bottom, left, right = needed_region(frame.width, frame.height)
-            fy, fx = frame.height // planes[1].shape[0], frame.width // planes[1].shape[1]
+            fy, fx = (1 if planes[1].shape[0] == frame.height else 2), (1 if planes[1].shape[1] == frame.width else 2)
             planes = (planes[0][top:bottom, left:right],
                       *(p[top // fy:-(-bottom // fy), left // fx:-(-right // fx)] for p in planes[1:]))
             meta["region"] = (top, left)
