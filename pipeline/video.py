@@ -351,11 +351,12 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
     """The frame's pixels for the CNN side, and what describes them (equal for frames of one chunk)."""
     name = frame.format.name
     meta = {"width": frame.width, "height": frame.height, "format": name, "rotation": _rotation(frame)}
-    if handover == "yuv" and name in YUV_FORMATS:
+    # (swscale interpolates the chroma of odd-sized frames instead of repeating it: those go as RGB)
+    if handover == "yuv" and name in YUV_FORMATS and frame.width % 2 == 0 and frame.height % 2 == 0:
         planes = tuple(_plane(p) for p in frame.planes[:3])
         if not meta["rotation"]:  # hand over only what the centre crop is made of (half of 720p)
             top, bottom, left, right = needed_region(frame.width, frame.height)
-            fy, fx = (1 if planes[1].shape[0] == frame.height else 2), (1 if planes[1].shape[1] == frame.width else 2)
+            fy, fx = frame.height // planes[1].shape[0], frame.width // planes[1].shape[1]
             planes = (planes[0][top:bottom, left:right],
                       *(p[top // fy:-(-bottom // fy), left // fx:-(-right // fx)] for p in planes[1:]))
             meta["region"] = (top, left)
