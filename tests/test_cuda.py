@@ -56,3 +56,18 @@ def test_extract_on_a_second_gpu_gives_the_first_gpus_features(tmp_path, capsys)
                      "random", "--device", device, "--workers", "1", "--batch-size", "7"]) == 0
     with pipeline.open_cache(tmp_path / "cuda0") as a, pipeline.open_cache(tmp_path / "cuda1") as b:
         np.testing.assert_allclose(a.features("x/a.mp4"), b.features("x/a.mp4"), rtol=1e-4, atol=1e-4)
+
+
+def test_every_format_converted_and_resized_on_the_gpu_matches_the_cpu(tmp_path):
+    """A GPU box's decode workers hand over YUV planes; the GPU's conversion and resize must give the
+    CPU's crops (which tests/test_formats.py holds to torchvision's), to a level of rounding."""
+    from formats import FORMATS, write_clip
+
+    from pipeline.preprocess import to_crops
+    from pipeline.video import VideoReader
+
+    for f in FORMATS:
+        for chunk in VideoReader(write_clip(tmp_path, f), 30.0, "yuv").chunks(16):
+            frames = chunk.frames.to_dict()
+            gpu, cpu = to_crops(frames, "cuda").cpu(), to_crops(frames, "cpu")
+            assert (gpu.int() - cpu.int()).abs().max() <= 1, f.name
