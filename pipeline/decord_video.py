@@ -18,6 +18,7 @@ saying so, and measured slower on the others (BENCHMARKS.md, bench_decode.py), h
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ class DecordReader:
             average_fps = self.reader.get_avg_fps()
             shape = self.reader.get_batch([0]).asnumpy().shape if count else (1, 1, 1, 3)
         except Exception as e:  # decord raises plain RuntimeErrors for any file it cannot read
-            raise VideoError(f"decord cannot read it: {str(e).splitlines()[0][:200]}") from None
+            raise VideoError(f"decord cannot read it: {_decord_words(e)}") from None
         if shape[-1] != 3:  # decord2 3.4 gives 4 channels for some frame widths (144, say)
             raise VideoError(f"decord gives frames of shape {shape[1:]}, not RGB")
         _check_timestamps(np.asarray(starts), count, average_fps)
@@ -95,11 +96,17 @@ class DecordReader:
             try:
                 rgb = self.reader.get_batch(unique.tolist()).asnumpy()
             except Exception as e:
-                raise VideoError(f"decord cannot decode frames {unique[0]}-{unique[-1]}: "
-                                 f"{str(e).splitlines()[0][:200]}") from None
+                raise VideoError(f"decord cannot decode frames {unique[0]}-{unique[-1]}: {_decord_words(e)}") from None
             yield Chunk(times=r.times[start:start + step], source_index=index,
                         frames=Frames(kind="rgb", planes=(rgb,), repeats=repeats.astype(np.int64)),
                         last=start + step >= len(r.times))
+
+
+def _decord_words(error: BaseException) -> str:
+    """decord's message without its "[time] /source/file.cc:123: " prefix, C++ stack trace or advice."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    text = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", text)
+    return re.sub(r"^Check failed: ", "", text).split(" Try to ")[0][:200]
 
 
 def _check_timestamps(starts: np.ndarray, count: int, average_fps: float) -> None:

@@ -64,3 +64,12 @@ def test_decord_frames_are_the_named_source_frames(tmp_path):
     path = write_video(tmp_path / "v.mp4", 40, fps=25)
     index, crops = crops_and_index(DecordReader(path, 30.0))
     assert [frame_number(c) for c in crops] == index
+
+
+def test_decords_messages_lose_its_source_paths():
+    from pipeline.decord_video import _decord_words
+
+    raw = RuntimeError("[17:32:02] /github/workspace/src/video/ffmpeg/threaded_decoder.cc:218: Check failed: "
+                       "avcodec_send_packet(dec_ctx_.get(), pkt.get()) >= 0 (-1094995529 vs. 0)\nStack trace: ...")
+    words = _decord_words(raw)
+    assert "/" not in words.split("(")[0] and "\n" not in words and words.startswith("avcodec_send_packet")
