@@ -122,6 +122,16 @@ def _device(allow_mps: bool):
     return check
 
 
+def _shard(text: str) -> str:
+    from .inputs import InputError, parse_shard
+
+    try:
+        parse_shard(text)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _out_folder(text: str) -> str:
     """A folder that exists or can be made: not a file, not under a file, and writable."""
     if not text.strip():
@@ -201,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the cache folder (created, or resumed)")
     _add_extract_args(p)
     p.add_argument("--skip-failed", action="store_true", help="do not retry videos that failed in an earlier run")
-    p.add_argument("--shard", metavar="i/N", default=None,
+    p.add_argument("--shard", metavar="i/N", default=None, type=_shard,
                    help="extract only shard i of N (0-based; e.g. a Slurm array task) into CACHE/shards/i-of-N; "
                         "under torchrun the shard is the rank")
 
