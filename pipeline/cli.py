@@ -13,6 +13,7 @@ import json
 import os
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_SOME_FAILED, EXIT_MISSING_PACKAGE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -61,7 +62,7 @@ def _require_extract_extra(command: str) -> None:
 
 def _missing_message(command: str, missing: list[str]) -> str:
     packages = " ".join(EXTRACT_PACKAGES.get(m, m) for m in missing)
-    return (f"`pipeline {command}` needs the extract extra, and {', '.join(missing)} "
+    return (f"this command needs the extract extra, and {', '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} not installed: run pip install -e \".[extract]\" "
             f"in the repository (or pip install {packages})")
 
@@ -200,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, description: str, extra: bool) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help + (" [extract extra]" if extra else ""),
                               description=description + "\n\n" + (NEEDS_EXTRA if extra else STAGE_TWO),
+                              epilog=textwrap.fill("exit status: " + "; ".join(
+                                  f"{code} {text.split(' (')[0].split(':')[0]}" for code, text in EXIT_STATUSES)
+                                  + " (pipeline --help says more)", 90),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
     p = command("extract", "stage one: AlexNet features of every frame at 30 fps into a cache",
@@ -354,8 +358,8 @@ def default_threads(command: str) -> int | None:
 
     Stage two: one less than the cores, at least 1. The LSTM's many small parallel regions make
     every thread wait for the slowest, so one thread that another process preempts stalls them all
-    (measured on 2 cores with a busy loop beside it: 2 threads 35-150 windows/s, 1 thread 650;
-    BENCHMARKS.md). $OMP_NUM_THREADS, when set, wins. Extract keeps torch's own: its CNN is the
+    (on 2 cores shared with other jobs: 2 threads 17-42 windows/s, 1 thread 195-454;
+    benchmarks/bench_threads.sh, README). $OMP_NUM_THREADS, when set, wins. Extract keeps torch's own: its CNN is the
     bound on a CPU and its convolutions use every core.
     """
     if "OMP_NUM_THREADS" in os.environ or command in ("extract", "join", "info"):
