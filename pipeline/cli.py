@@ -157,6 +157,9 @@ THREADS_HELP = ("CPU threads of torch in this process (default: one less than th
                 "$OMP_NUM_THREADS when set; so a second busy process does not stall it). On a machine busy "
                 "with other work, use 1")
 
+CNN_THREADS_HELP = ("CPU threads of the CNN process (default: torch's own, every core: on a CPU the CNN is the "
+                    "bound; the decoding workers use one each). On a machine busy with other work, use 1")
+
 
 def _add_threads(p: argparse.ArgumentParser, help: str = THREADS_HELP) -> None:
     p.add_argument("--threads", type=_int_at_least(1), metavar="N", help=help)
@@ -176,8 +179,7 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
                    help="CNN arithmetic on CUDA (default fp32 with TF32 matmuls)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                    help="stored feature dtype (default float32; float16 halves the cache)")
-    _add_threads(p, "CPU threads of the CNN process (default: torch's own, every core: on a CPU the CNN is "
-                    "the bound; the decoding workers use one each). On a machine busy with other work, use 1")
+    _add_threads(p, CNN_THREADS_HELP)
 
 
 def _epilog() -> str:
@@ -243,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device(False), default="auto", help=DEVICE_HELP)
     p.add_argument("--features", default=None, metavar="DIR", type=_out_folder,
                    help="keep the new videos' features in this cache folder (default: a temporary one)")
-    _add_threads(p)
+    _add_threads(p, CNN_THREADS_HELP)
 
     p = command("demo", "the whole job on generated sample videos: extract, train, evaluate, compare",
                 "The main job on sample videos it generates (a square moving left or right: only the\n"
@@ -359,10 +361,10 @@ def default_threads(command: str) -> int | None:
     Stage two: one less than the cores, at least 1. The LSTM's many small parallel regions make
     every thread wait for the slowest, so one thread that another process preempts stalls them all
     (on 2 cores shared with other jobs: 2 threads 17-42 windows/s, 1 thread 195-454;
-    benchmarks/bench_threads.sh, README). $OMP_NUM_THREADS, when set, wins. Extract keeps torch's own: its CNN is the
-    bound on a CPU and its convolutions use every core.
+    benchmarks/bench_threads.sh, README). $OMP_NUM_THREADS, when set, wins. Extract and predict
+    keep torch's own: their CNN is the bound on a CPU, and its convolutions use every core.
     """
-    if "OMP_NUM_THREADS" in os.environ or command in ("extract", "join", "info"):
+    if "OMP_NUM_THREADS" in os.environ or command in ("extract", "predict", "join", "info"):
         return None
     try:
         cores = len(os.sched_getaffinity(0))

@@ -274,6 +274,30 @@ def test_ctrl_c_during_training_gives_the_resume_command(small, tmp_path, monkey
     assert run.exists()
 
 
+def test_a_real_ctrl_c_stops_training_with_status_130_and_the_resume_command(small, tmp_path):
+    import signal
+    import time
+
+    cache, _ = small
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(cache), "--out", str(run), *QUICK[2:],
+                                "--epochs", "100000"], env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "last.pt").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "training stopped early"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == EXIT_INTERRUPTED
+    assert err.strip().splitlines()[-1].endswith(f"resume with: pipeline train {cache} --out {run} --resume")
+    assert "Traceback" not in err
+    assert main(["train", str(cache), "--out", str(run), "--resume", "--epochs", "1"]) == 0  # the command works
+
+
 def test_a_window_longer_than_every_video_is_said(small, tmp_path):
     cache, _ = small  # videos of 45 to 90 frames
     result = pipeline_command("train", cache, "--out", tmp_path / "run", "--window", "200", *QUICK)
@@ -296,7 +320,7 @@ def test_threads_sets_torchs_threads_and_the_default_leaves_a_core(small, tmp_pa
         assert cli.default_threads("train") == 7
         monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
         assert cli.default_threads("train") == cli.default_threads("evaluate") == 1
-        assert cli.default_threads("extract") is None  # torch's own: the CNN is the bound
+        assert cli.default_threads("extract") is cli.default_threads("predict") is None  # the CNN is the bound
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         assert cli.default_threads("train") is None
     finally:
