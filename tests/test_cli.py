@@ -143,6 +143,7 @@ def test_device_cuda_without_a_gpu_is_status_2(command, small, tmp_path, capsys)
     ["extract", "in", "--out", "{tmp}/c", "--workers", "-1"], ["extract", "in", "--out", "{tmp}/c", "--threads", "0"],
     ["extract", "in", "--out", "{tmp}/c", "--batch-size", "0"], ["extract", "in", "--out", "{tmp}/c", "--fps", "0"],
     ["extract", "in", "--out", "{tmp}/c", "--shard", "4/4"], ["evaluate", "run", "--threads", "-2"],
+    ["train", "cache", "--out", ""], ["extract", "in", "--out", ""],
 ])
 def test_invalid_values_of_other_commands_are_status_2(argv, tmp_path, capsys):
     assert exit_status([a.format(tmp=tmp_path) for a in argv]) == EXIT_USAGE
