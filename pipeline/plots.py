@@ -23,22 +23,32 @@ def _png(fig) -> bytes:
 
 
 def curves_png(history: list[dict]) -> bytes:
-    """Loss and accuracies per epoch (training, validation windows, validation videos)."""
+    """Loss and accuracies per epoch (training, validation windows, validation videos). Readable at
+    any epoch count: markers (one epoch is a point, not an invisible line), whole-number epoch
+    ticks, and the legends below the axes, where they cannot cover a curve."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     epochs = [m["epoch"] for m in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [m["train_loss"] for m in history], label="train")
-    ax_acc.plot(epochs, [m["train_acc"] for m in history], label="train windows")
+    style = {"markersize": 5 if len(epochs) <= 40 else 3, "linewidth": 1.5}  # a marker shape per curve: equal
+    # values (all at accuracy 1.0, say) still show every curve
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
+    ax_loss.plot(epochs, [m["train_loss"] for m in history], label="train", marker="o", **style)
+    ax_acc.plot(epochs, [m["train_acc"] for m in history], label="train windows", marker="o", **style)
     if any(m.get("val_loss") is not None for m in history):
-        ax_loss.plot(epochs, [m.get("val_loss") for m in history], label="validation")
-        ax_acc.plot(epochs, [m.get("val_window_acc") for m in history], label="validation windows")
-        ax_acc.plot(epochs, [m.get("val_video_acc") for m in history], label="validation videos")
+        ax_loss.plot(epochs, [m.get("val_loss") for m in history], label="validation", marker="s", **style)
+        ax_acc.plot(epochs, [m.get("val_window_acc") for m in history], label="validation windows", marker="s", **style)
+        ax_acc.plot(epochs, [m.get("val_video_acc") for m in history], label="validation videos",
+                    marker="^", linestyle="--", **style)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(-0.02, 1.04))
+    low, high = (min(epochs), max(epochs)) if epochs else (1, 1)
+    pad = max(0.5, 0.03 * (high - low))  # one epoch: a point in the middle, not on the frame
     for ax in (ax_loss, ax_acc):
+        ax.set_xlim(low - pad, high + pad)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False, fontsize="small")
     return _png(fig)
 
 

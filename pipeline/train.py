@@ -120,7 +120,7 @@ def resume_settings(out: str | os.PathLike, given: dict) -> TrainSettings:
     """Settings for `train --resume`: the run's own, updated with the options given on the command line."""
     last = Path(out) / "last.pt"
     if not last.exists():
-        return TrainSettings(**given)
+        raise TrainError(f"{out}: no run to resume (no last.pt); to start one, run the command without --resume")
     saved = load_checkpoint(last)["settings"]
     known = {f.name for f in fields(TrainSettings)}
     return TrainSettings(**{**{k: v for k, v in saved.items() if k in known}, **given})
@@ -291,9 +291,8 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
     log = log if log and is_main else (lambda line: None)
     progress = progress and is_main
     _check(s)
-    out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob(".*.tmp-*") if is_main else []:  # left by a kill during a write
+    out = Path(s.out)  # made only once the cache and the run are known to be usable (below)
+    for tmp in out.glob(".*.tmp-*") if is_main and out.is_dir() else []:  # left by a kill during a write
         tmp.unlink(missing_ok=True)
     last_path = out / "last.pt"
 
@@ -327,6 +326,7 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
         train_ids, val_ids = split_by_video(ids, [cache.label(v) for v in ids], s.val_fraction, s.seed)
         split = {"train": train_ids, "val": val_ids}
     if is_main:
+        out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "split.json", {"seed": s.seed, "val_fraction": s.val_fraction, "cache": s.cache, **split})
 
     label_index = {label: i for i, label in enumerate(labels)}
@@ -452,8 +452,9 @@ def window_logits(model: WindowLSTM, checkpoint: dict, features: np.ndarray,
 
 
 def evaluate_run(run_dir: str | os.PathLike, cache_path: str | os.PathLike | None = None, device: str = "auto",
-                 data: str = "auto", progress: bool = False) -> dict:
+                 data: str = "auto", progress: bool = False, moved_cache: str | os.PathLike | None = None) -> dict:
     """Metrics of a run's best checkpoint on its validation videos, or on every ok video of `cache_path`.
+    `moved_cache`: the run's training cache at a new place; its validation videos are read from there.
 
     Returns window_accuracy, video_accuracy, per_class ({label: precision, recall, support}, by
     video), confusion (video level; rows: true label in `labels` order, columns: predicted) and labels.
@@ -462,8 +463,13 @@ def evaluate_run(run_dir: str | os.PathLike, cache_path: str | os.PathLike | Non
     dev = resolve_device(device)
     model, checkpoint = load_run(run_dir, dev)
     labels = checkpoint["labels"]
+    if cache_path is not None and moved_cache is not None:
+        raise TrainError("pass a cache to evaluate every video of, or the moved training cache, not both")
     if cache_path is None:
-        cache_path = checkpoint["settings"]["cache"]
+        cache_path = checkpoint["settings"]["cache"] if moved_cache is None else moved_cache
+        if moved_cache is None and not Path(cache_path).is_dir():
+            raise TrainError(f"{cache_path}: the run's training cache is not there any more; if it moved, "
+                             f"pass its new place: pipeline evaluate {run_dir} --cache NEWPATH")
         try:
             with open(run_dir / "split.json", encoding="utf-8") as f:
                 ids = json.load(f)["val"]

@@ -281,3 +281,48 @@ def default_workers(device: torch.device) -> int:
     if device.type == "cpu":
         return min(4, max(0, (cores - 4) // 4))  # 2 or 4 cores: 0, 8: 1, 16: 3
     return min(4, max(1, cores // 2))
+
+
+class WindowDataset(Dataset):
+    """The windows of a cache as a PyTorch Dataset, for your own models: item i is
+    (features, label_index), features a float32 tensor (window, feature_dim), windowed as
+    `pipeline train` does it (window_starts: no window crosses two videos; a video shorter than a
+    window gives one window padded by repeating its last frame).
+
+    cache: a cache folder or an open FeatureCache. videos: the video ids to take (default: every ok
+    video with frames). `labels` names the classes in index order: the sorted labels of every
+    usable video of the cache (not only of `videos`), so a training and a validation dataset of one
+    cache agree. Works with DataLoader workers: each process opens the HDF5 files itself.
+    """
+
+    def __init__(self, cache: FeatureCache | str | os.PathLike, window: int = 30, stride: int = 15,
+                 videos: list[str] | None = None):
+        if window < 1 or stride < 1:
+            raise ValueError(f"window ({window}) and stride ({stride}) must be at least 1")
+        self.cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+        usable = [v for v in self.cache.video_ids if self.cache.num_frames(v) > 0]
+        self.labels = sorted({self.cache.label(v) for v in usable})
+        ids = usable if videos is None else list(videos)
+        unknown = [v for v in ids if v not in self.cache.records or self.cache.records[v].status != "ok"]
+        if unknown:
+            raise KeyError(f"{len(unknown)} of the videos are not ok videos of {self.cache.path}, e.g. {unknown[0]!r}")
+        self.windows = cache_windows(self.cache, ids, {label: i for i, label in enumerate(self.labels)}, window, stride)
+        self.feature_dim = int(self.cache.settings["feature_dim"])
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        w = self.windows
+        if not -len(w) <= i < len(w):
+            raise IndexError(f"window {i} of {len(w)}")
+        video, start = int(w.video[i]), int(w.start[i])
+        stop = min(start + w.window, int(w.lengths[video]))
+        x = np.empty((w.window, self.feature_dim), dtype=np.float32)
+        x[: stop - start] = self.cache.features(w.ids[video], start, stop)
+        x[stop - start:] = x[stop - start - 1]  # a short video: repeat its last frame
+        return torch.from_numpy(x), int(w.video_labels[video])
+
+    def video_of(self, i: int) -> tuple[str, int]:
+        """(video id, first frame) of window i."""
+        return self.windows.ids[int(self.windows.video[i])], int(self.windows.start[i])

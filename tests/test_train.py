@@ -134,11 +134,13 @@ def test_evaluate_refuses_a_cache_made_with_other_feature_settings(synthetic_run
     assert "fps" in err and "25.0" in err and "Traceback" not in err
 
 
-def test_a_wrong_device_for_train_is_a_one_line_message(synthetic_run, tmp_path, capsys):
+def test_a_wrong_device_for_train_is_a_bad_command_line(synthetic_run, tmp_path, capsys):
     cache, _, _ = synthetic_run
-    assert main(["train", str(cache), "--out", str(tmp_path / "run"), "--device", "gpu"]) == 1
+    with pytest.raises(SystemExit) as exit:  # argparse's parser.error: status 2 (README, pipeline --help)
+        main(["train", str(cache), "--out", str(tmp_path / "run"), "--device", "gpu"])
+    assert exit.value.code == 2
     err = capsys.readouterr().err
-    assert "unknown device 'gpu'" in err and "Traceback" not in err
+    assert "unknown device 'gpu'" in err and "Traceback" not in err and not (tmp_path / "run").exists()
 
 
 def test_evaluate_refuses_a_cache_with_labels_the_model_does_not_know(synthetic_run, tmp_path, capsys):
