@@ -9,8 +9,9 @@ saying so, and measured slower on the others (BENCHMARKS.md, bench_decode.py), h
 - `--decoder decord`: decord, except where it is known or seen to be wrong, where PyAV takes over:
   MPEG transport and program streams (.ts .mts .m2ts .mpg .mpeg .vob .m2v: decord fails on H.264
   with B-frames there, drops MPEG-2's first GOP and pads the end, and gives no timestamps for some
-  program-stream frames); video that is not 8-bit YUV (decord's RGB of 10-bit H.264 is up to 60
-  levels off FFmpeg's); and any file whose decord timestamps are missing (its marker is about
+  program-stream frames); video that is not 8-bit YUV of even width and height (decord's RGB of
+  10-bit H.264 is up to 60 levels off FFmpeg's, of a 175x143 frame 26); video longer than 200 s
+  (decord's float32 timestamps cannot place 29.97 fps frames to 33 us past that); and any file whose decord timestamps are missing (its marker is about
   -1e14 s; AVI files get it for every frame), not finite, out of order, or past the file's own
   duration, or whose frames decord does not give as RGB (decord2 3.4 returns 4 channels for some
   frame widths).
@@ -23,16 +24,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .video import MAX_CHUNK_BYTES, YUV_FORMATS, Chunk, Frames, VideoError, VideoReader, resample
+from .video import MAX_CHUNK_BYTES, YUV_FORMATS, Chunk, Frames, VideoError, VideoReader, float32_time_tolerance, resample
 
 DECODERS = ("auto", "pyav", "decord")
 # Containers decord decodes wrong, or not at all, with H.264 B-frames or MPEG-2 (DESIGN.md, issue 10).
 NOT_FOR_DECORD = {".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".vob", ".m2v"}
+# decord's timestamps are float32: past about 200 s they cannot tell a 29.97 fps frame that starts
+# 33 us after k/30 from one on screen at k/30.
+MAX_DECORD_SECONDS = 200
 
 
 def open_video(path: str | Path, fps: float, handover: str = "rgb", decoder: str = "auto"):
     """A reader for one file, by the rule above: a VideoReader (PyAV) or a DecordReader."""
-    if decoder == "decord" and Path(path).suffix.lower() not in NOT_FOR_DECORD and _eight_bit_yuv(path):
+    if decoder == "decord" and Path(path).suffix.lower() not in NOT_FOR_DECORD and _fit_for_decord(path):
         try:
             return DecordReader(path, fps)
         except VideoError:
@@ -40,14 +44,17 @@ def open_video(path: str | Path, fps: float, handover: str = "rgb", decoder: str
     return VideoReader(path, fps, handover)
 
 
-def _eight_bit_yuv(path) -> bool:
-    """Is the first video stream 8-bit planar YUV? (Read from the header by PyAV: no frame decoded.)"""
+def _fit_for_decord(path) -> bool:
+    """From the header (read by PyAV, no frame decoded): 8-bit planar YUV of even width and height,
+    at most MAX_DECORD_SECONDS long."""
     import av
 
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            return stream.codec_context.format is not None and stream.codec_context.format.name in YUV_FORMATS
+            codec = container.streams.video[0].codec_context
+            seconds = (container.duration or 0) / 1e6
+            return (codec.format is not None and codec.format.name in YUV_FORMATS and codec.width % 2 == 0
+                    and codec.height % 2 == 0 and seconds <= MAX_DECORD_SECONDS)
     except (av.error.FFmpegError, IndexError):
         return False  # PyAV will say what is wrong with it
 
@@ -72,7 +79,8 @@ class DecordReader:
         if shape[-1] != 3:  # decord2 3.4 gives 4 channels for some frame widths (144, say)
             raise VideoError(f"decord gives frames of shape {shape[1:]}, not RGB")
         _check_timestamps(np.asarray(starts), count, average_fps)
-        self.resampling = resample(starts, fps, 1.0 / average_fps if average_fps > 0 else 1.0 / fps)
+        self.resampling = resample(starts, fps, 1.0 / average_fps if average_fps > 0 else 1.0 / fps,
+                                   float32_time_tolerance)
         self.duration, self.source_fps = self.resampling.duration, self.resampling.source_fps
         self.frames_decoded = count
 

@@ -321,10 +321,13 @@ class _ExtractLoop:
         self.bar = tqdm(total=len(todo), unit="video", desc="extract", disable=not progress, dynamic_ncols=True)
         self.frames_seen = self.batches_run = 0
         self.in_flight = None  # (chunks, PendingFeatures): the batch the CNN is working on
+        self.failed = set()  # videos failed here while their worker still sends chunks
 
     def run(self, items) -> None:
         try:
             for item in items:
+                if item["video"] in self.failed:  # the rest of a video that failed on this side
+                    continue
                 if item["kind"] == "failed":
                     self._fail(item["video"], item["error"])
                     continue
@@ -334,7 +337,13 @@ class _ExtractLoop:
                 if item["last"]:  # known once the last frame is decoded
                     self.writers[item["video"]].set_timing(item["duration"], item["source_fps"])
                 if "decoded" in item:  # converted and resized on the CNN's device
-                    item["frames"] = to_crops(item.pop("decoded"), self.extractor.device)
+                    try:
+                        item["frames"] = to_crops(item.pop("decoded"), self.extractor.device)
+                    except (RuntimeError, ValueError) as e:  # out of GPU memory, say: this video only
+                        self._fail(item["video"], f"cannot convert its frames on {self.extractor.device}: "
+                                                  f"{str(e).splitlines()[0][:200]}")
+                        self.failed.add(item["video"])
+                        continue
                 self.batcher.add(item)
                 while self.batcher.full():
                     self._run_batch()

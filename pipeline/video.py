@@ -19,6 +19,7 @@ before it plus the frame's duration, as FFmpeg's own players do.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import numpy as np
 from .preprocess import needed_region
 
 MAX_CHUNK_FRAMES = 128  # output frames per chunk handed to the CNN side
+WARM_UP_FRAMES = 8  # frames whose timestamps are looked at before the first is timed (see _PresentationClock)
 MAX_CHUNK_BYTES = 32 << 20  # and at most this much unresized frame data (4K: 2 frames; 720p: 23)
 # 8-bit planar YUV: preprocess.yuv_to_rgb converts it on the CNN's device within 3 levels of swscale
 # (chroma repeated, as swscale's own converter does). Deeper formats upsample chroma with swscale's
@@ -43,9 +45,15 @@ class VideoError(Exception):
 
 
 def time_tolerance(t):
-    """How far apart two times may be and still be the same instant: float rounding of times that
-    are exact fractions in the file; any wider and a 29.97 fps frame that starts 33 us after k/30
-    would count as on screen at k/30."""
+    """How far apart two times may be and still be the same instant: the float64 rounding of times
+    that are exact fractions in the file (PyAV's). Any wider, and a 29.97 fps frame that starts 33 us
+    after k/30 would count as on screen at k/30 (after 3 hours, too)."""
+    return 1e-9 + np.abs(t) * 2.0**-44
+
+
+def float32_time_tolerance(t):
+    """The same for times given as float32 (decord's: 1/30 s reads 0.033333335), whose rounding
+    grows with t; past about 200 s it is wider than 33 us (see decord_video.MAX_DECORD_SECONDS)."""
     return 1e-6 + np.abs(t) * 2.0**-22
 
 
@@ -57,10 +65,11 @@ class Resampling:
     source_fps: float  # source frames per second of presentation time (an average for VFR)
 
 
-def resample(presentation_times: np.ndarray, fps: float, fallback_frame_duration: float) -> Resampling:
+def resample(presentation_times: np.ndarray, fps: float, fallback_frame_duration: float,
+             tolerance=time_tolerance) -> Resampling:
     """Which source frame is on screen at each k / fps, from the source frames' start times: the
     whole-array form of `Resampler`, for a decoder that gives every timestamp up front (decord)."""
-    r = Resampler(fps)
+    r = Resampler(fps, tolerance)
     source_index = []
     for i, t in enumerate(np.asarray(presentation_times, dtype=np.float64)):
         source_index += [i - 1] * r.add(float(t))
@@ -79,8 +88,8 @@ class Resampler:
     first frame's, and a time earlier than the one before is taken as equal (shown for no time).
     """
 
-    def __init__(self, fps: float):
-        self.fps, self.frames, self.outputs = fps, 0, 0
+    def __init__(self, fps: float, tolerance=time_tolerance):
+        self.fps, self.frames, self.outputs, self.tolerance = fps, 0, 0, tolerance
         self.first = self.last = self.step = None  # first start (absolute), last start, last interval
         self.duration = self.source_fps = 0.0
 
@@ -100,7 +109,7 @@ class Resampler:
         time can be bogus), or `fallback_frame_duration` when it is the only frame."""
         step = self.step if self.step is not None else fallback_frame_duration
         self.duration = float(self.last + max(step, 0.0))
-        count = max(int(math.ceil((self.duration - time_tolerance(self.duration)) * self.fps)), 1)
+        count = max(int(math.ceil((self.duration - self.tolerance(self.duration)) * self.fps)), 1)
         self.source_fps = self.frames / self.duration if self.duration > 0 else 0.0
         filled = max(count - self.outputs, 0)
         self.outputs += filled
@@ -110,10 +119,11 @@ class Resampler:
         """Output frames k whose time is before t (the next frame's start) go to the current frame."""
         start = self.outputs
         # k / fps + tol < t  <=>  k < (t - tol) * fps, nudged for float rounding by the loop below
-        k = max(int(math.ceil((t - time_tolerance(t)) * self.fps)), start)
-        while k > start and (k - 1) / self.fps + time_tolerance((k - 1) / self.fps) >= t:
+        tol = self.tolerance
+        k = max(int(math.ceil((t - tol(t)) * self.fps)), start)
+        while k > start and (k - 1) / self.fps + tol((k - 1) / self.fps) >= t:
             k -= 1
-        while k / self.fps + time_tolerance(k / self.fps) < t:
+        while k / self.fps + tol(k / self.fps) < t:
             k += 1
         self.outputs = k
         return k - start
@@ -225,44 +235,38 @@ class VideoReader:
         return float(1 / rate) if rate else 1.0 / self.fps
 
     def chunks(self, max_frames: int = MAX_CHUNK_FRAMES) -> Iterator[Chunk]:
-        """Chunks of at most `max_frames` output frames (one unique frame may fill more), in order."""
+        """Chunks of at most `max_frames` output frames and MAX_CHUNK_BYTES of pixels, in order."""
         resampler = Resampler(self.fps)
         pending = None  # the last decoded frame: its time on screen ends where the next one starts
-        batch = _ChunkBuilder(self, max_frames)
-        held = None  # a full chunk, held back until it is known whether it is the last
-        previous_time = None
-        for frame in self._decoded_frames():
-            previous_time = t = self._frame_time(frame, previous_time)
+        builder = _ChunkBuilder(self, max_frames)
+        clock = _PresentationClock(self._nominal_frame_duration())
+        declared = self._declared_duration()
+        decoded = self._decoded_frames()
+        first = list(itertools.islice(decoded, WARM_UP_FRAMES))
+        clock.warm_up(first)
+        for frame in itertools.chain(first, decoded):
+            t = clock.time(frame)
+            if resampler.last is not None and t - resampler.first < resampler.last - time_tolerance(t):
+                raise VideoError(f"timestamps go backwards at {t:.3f} s (after {resampler.first + resampler.last:.3f} s)")
             filled = resampler.add(t)
+            if declared and resampler.last > 1.5 * declared + 2.0:  # before it makes thousands of copies
+                raise VideoError(f"timestamps run to {resampler.last:.1f} s, but the file says it lasts "
+                                 f"{declared:.1f} s (damaged timestamps)")
             if pending is not None and filled:
-                batch.add(pending, resampler.frames - 2, filled)
-                if batch.full():
-                    if held is not None:
-                        yield held
-                    held = batch.take()
+                builder.add(pending, resampler.frames - 2, filled)
+                while len(builder.done) > 1:  # the newest is held back: it may turn out to be the last
+                    yield builder.done.pop(0)
             pending = frame
         if pending is None:
             raise VideoError("no video frame could be decoded")
         filled = resampler.finish(self._nominal_frame_duration())
         self.duration, self.source_fps = resampler.duration, resampler.source_fps
-        self._check_against_container(resampler)
+        self._check_frame_count()
         if filled:
-            batch.add(pending, resampler.frames - 1, filled)
-        if batch.images:
-            if held is not None:
-                yield held
-            held = batch.take()
-        held.last = True
-        yield held
-
-    def _frame_time(self, frame, previous: float | None) -> float:
-        """The frame's presentation time in seconds; a missing one is the frame before's plus its duration."""
-        if frame.pts is not None:
-            return float(frame.pts * frame.time_base)
-        if previous is None:
-            return 0.0
-        step = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
-        return previous + (step or self._nominal_frame_duration())
+            builder.add(pending, resampler.frames - 1, filled)
+        builder.close()
+        builder.done[-1].last = True
+        yield from builder.done
 
     def _decoded_frames(self):
         import av
@@ -287,40 +291,84 @@ class VideoReader:
         except av.error.FFmpegError as e:  # the demuxer: a truncated or damaged container
             raise VideoError(f"damaged container near {at:.2f} s: {_one_line(e)}") from None
 
-    def _check_against_container(self, r: Resampler) -> None:
-        declared = self._declared_duration()
-        if declared and r.last > 1.5 * declared + 2.0:
-            raise VideoError(f"timestamps run to {r.last:.1f} s, but the file says it lasts {declared:.1f} s "
-                             f"(damaged timestamps)")
+    def _check_frame_count(self) -> None:
         listed = self.stream.frames
         if listed and not (listed / 2 - 2 <= self.frames_decoded <= 1.5 * listed + 2):
             raise VideoError(f"the container lists {listed} frames, but {self.frames_decoded} were decoded "
                              f"(a damaged file)")
 
 
+class _PresentationClock:
+    """Each decoded frame's presentation time, as FFmpeg's best_effort_timestamp picks it: the pts,
+    unless the pts run out of order more often than the dts do (H.264 with B-frames in AVI gives pts
+    in decode order), then the dts; a frame with neither is the frame before's plus its duration."""
+
+    def __init__(self, nominal_frame_duration: float):
+        self.nominal = nominal_frame_duration
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts = self.last_dts = self.previous = None
+
+    def warm_up(self, frames) -> None:
+        """Count the faults of the first frames first, so that the choice holds from frame 0 on."""
+        for frame in frames:
+            self.time(frame)
+        self.last_pts = self.last_dts = self.previous = None
+
+    def time(self, frame) -> float:
+        pts, dts = frame.pts, frame.dts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        chosen = pts if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None) else dts
+        if chosen is not None and frame.time_base:
+            t = float(chosen * frame.time_base)
+        elif self.previous is None:
+            t = 0.0
+        else:
+            step = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
+            t = self.previous + (step or self.nominal)
+        self.previous = t
+        return t
+
+
 class _ChunkBuilder:
-    """Collects the frames that are shown, converted for the hand-over, into Chunks."""
+    """Collects the frames that are shown, converted for the hand-over, into Chunks (`done`): at most
+    `max_frames` output frames each (a frame shown longer is split across chunks) and one description
+    of the pixels each (a chunk is closed when the colour matrix, range or rotation changes)."""
 
     def __init__(self, reader: VideoReader, max_frames: int):
         self.reader, self.max_frames = reader, max_frames
         self.images, self.repeats, self.source, self.bytes = [], [], [], 0
         self.times_from = 0  # output index of the chunk's first frame
         self.meta = None
+        self.done: list[Chunk] = []
 
     def add(self, frame, index: int, filled: int) -> None:
         planes, meta = _handover(frame, self.reader.handover)
-        if self.meta is not None and meta != self.meta:
+        if self.meta is not None and (meta["width"], meta["height"], meta["format"]) != (
+                self.meta["width"], self.meta["height"], self.meta["format"]):
             # the size or format changed mid-stream: make it look like the frames before
             planes, meta = _handover(frame.reformat(width=self.meta["width"], height=self.meta["height"],
                                                     format=self.meta["format"]), self.reader.handover)
+        if self.meta is not None and meta != self.meta:
+            self.close()
         self.meta = meta
-        self.images.append(planes)
-        self.repeats.append(filled)
-        self.source.append(index)
-        self.bytes += sum(p.nbytes for p in planes)
+        while filled:
+            shown = min(filled, self.max_frames - sum(self.repeats))
+            self.images.append(planes)
+            self.repeats.append(shown)
+            self.source.append(index)
+            self.bytes += sum(p.nbytes for p in planes)
+            filled -= shown
+            if sum(self.repeats) >= self.max_frames or self.bytes >= MAX_CHUNK_BYTES:
+                self.close()
 
-    def full(self) -> bool:
-        return sum(self.repeats) >= self.max_frames or self.bytes >= MAX_CHUNK_BYTES
+    def close(self) -> None:
+        if self.images:
+            self.done.append(self.take())
 
     def take(self) -> Chunk:
         repeats = np.asarray(self.repeats, dtype=np.int64)

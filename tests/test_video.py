@@ -5,7 +5,7 @@ import pytest
 from videos import frame_number, rotate_90_on_display, write_video
 
 from pipeline.preprocess import center_crop_box, resized_size, to_crops
-from pipeline.video import Resampler, VideoError, VideoReader, resample
+from pipeline.video import Resampler, VideoError, VideoReader, float32_time_tolerance, resample
 
 
 def expected_source_index(pts, fps, count):
@@ -22,7 +22,7 @@ def expected_source_index(pts, fps, count):
 ])
 def test_constant_frame_rates_resample_by_timestamp(source_fps, frames, expected_count):
     pts = np.arange(frames) / source_fps
-    r = resample(pts.astype(np.float32), 30.0, 1 / source_fps)
+    r = resample(pts.astype(np.float32), 30.0, 1 / source_fps, float32_time_tolerance)
     assert len(r.times) == expected_count
     np.testing.assert_allclose(r.times, np.arange(expected_count) / 30)
     assert r.source_index.tolist() == expected_source_index(pts, 30.0, expected_count)
@@ -37,7 +37,7 @@ def test_25_fps_repeats_every_fifth_frame_and_60_fps_drops_every_other():
 
 def test_29_97_fps_frame_that_starts_just_after_k_over_30_is_not_yet_on_screen():
     pts = (np.arange(100) * 1001 / 30000).astype(np.float32)  # frame k starts k * 33 us after k / 30
-    r = resample(pts, 30.0, 1001 / 30000)
+    r = resample(pts, 30.0, 1001 / 30000, float32_time_tolerance)
     assert r.source_index[1:6].tolist() == [0, 1, 2, 3, 4]
 
 
@@ -176,3 +176,44 @@ def test_handing_over_only_the_crops_region_gives_the_same_crop(width, height):
                 planes=[y[:, top:bottom, left:right], u[:, top // 2:-(-bottom // 2), left // 2:-(-right // 2)],
                         v[:, top // 2:-(-bottom // 2), left // 2:-(-right // 2)]])
     assert torch.equal(to_crops(whole), to_crops(part))
+
+
+def test_a_29_97_fps_source_keeps_the_right_frame_for_hours():
+    """Times from the file are exact fractions: the frame that starts 33 us after k/30 is not on
+    screen at k/30, after 3 hours as after 3 seconds (a float32 tolerance went wrong after 3 min)."""
+    from fractions import Fraction
+
+    r = Resampler(30.0)
+    shown = []
+    for i in range(3 * 3600 * 30):
+        shown += [i - 1] * r.add(float(i * Fraction(1001, 30000)))
+    assert shown == [k * 1000 // 1001 for k in range(len(shown))]
+
+
+def test_h264_with_b_frames_in_avi_is_timed_by_its_decode_order(tmp_path):
+    """AVI has no presentation times: FFmpeg's pts come out in decode order there, and its
+    best-effort timestamp takes the dts instead, as the pipeline does."""
+    import av
+    from fractions import Fraction
+
+    path = tmp_path / "b.avi"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(30))
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv444p"
+        stream.options = {"qp": "0", "preset": "ultrafast", "x264-params": "bframes=2:b-adapt=0"}
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 + 4 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    index, crops, _ = decode(path)
+    assert index == list(range(30)) and [frame_number(c) for c in crops] == index
+
+
+def test_a_frame_shown_for_minutes_is_split_across_chunks_of_bounded_size(tmp_path):
+    path = write_video(tmp_path / "v.mp4", 3, pts_ms=[0, 60_000, 60_033])
+    chunks = list(VideoReader(path, 30.0).chunks(max_frames=16))
+    assert max(len(c.times) for c in chunks) <= 16
+    assert sum(len(c.times) for c in chunks) == 1801 + 1 and chunks[-1].last
