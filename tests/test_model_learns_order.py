@@ -13,7 +13,7 @@ import pytest
 from pipeline.train import TrainSettings, evaluate_run, fit
 from synthetic_cache import synthetic_settings, write_cache
 
-DIM = 256  # wide enough that a backdrop is easy to memorise, as with AlexNet's 1000 features
+DIM = 64  # wide enough that a backdrop is easy to memorise, as with AlexNet's 1000 features
 
 
 def backdrop_order_videos(per_class: int, seed: int, dim: int = DIM) -> dict:
@@ -34,7 +34,7 @@ def backdrop_order_videos(per_class: int, seed: int, dim: int = DIM) -> dict:
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
     root = tmp_path_factory.mktemp("backdrops")
-    train = write_cache(root / "train", backdrop_order_videos(16, seed=1), synthetic_settings(DIM))
+    train = write_cache(root / "train", backdrop_order_videos(24, seed=1), synthetic_settings(DIM))
     heldout = write_cache(root / "heldout", backdrop_order_videos(12, seed=2), synthetic_settings(DIM))
     return root, train, heldout
 
