@@ -15,7 +15,7 @@ window features averaged over time, then a linear classifier) is scored on the s
 
 Runs go to --results (one JSON line each; a rerun skips what is there), --jobs processes at a time,
 one thread each. Then every config's training step is timed (windows/s, batch 64, 30 x D random
-windows, the default thread count, interleaved rounds so a busy machine slows all alike), and the
+windows, --speed-threads, interleaved rounds so a busy machine slows all alike), and the
 table is printed: mean and spread (min-max over seeds, pooled over the order-only tasks) per task.
 The tasks are built (videos generated, features extracted) first if they are not in --root yet.
 """
@@ -144,11 +144,13 @@ def run_one(job: tuple) -> dict:
             "baseline_heldout_video_acc": baseline["video_accuracy"] if heldout_cache else None}
 
 
-def speed(configs: list[str], seconds: float, rounds: int = 3, dim: int = 1000) -> dict:
+def speed(configs: list[str], seconds: float, rounds: int = 3, dim: int = 1000, threads: int | None = None) -> dict:
     """Training windows/s of each config's step (batch 64, 30 frames, random features), interleaved rounds."""
     import torch
     from torch import nn
 
+    if threads:
+        torch.set_num_threads(threads)
     from pipeline.model import WindowLSTM
     from pipeline.train import model_args
 
@@ -177,8 +179,10 @@ def speed(configs: list[str], seconds: float, rounds: int = 3, dim: int = 1000) 
 
 def table(results: list[dict], configs: list[str], tasks: list[str], rates: dict, rule_name: str) -> str:
     rule = RULES[rule_name]
+    seeds = sorted({r["seed"] for r in results})
     order_tasks = [t for t in tasks if t in tt.ORDER_TASKS]
-    lines = [f"held-out video accuracy, best checkpoint by: {rule_name}; mean [min-max] over seeds",
+    lines = [f"held-out video accuracy, best checkpoint by: {rule_name}; mean [min-max] over seeds "
+             f"{seeds} (n=: fewer seeds ran)",
              "| config | params | windows/s | " + " | ".join(tasks) + " | order-only mean [min task] |",
              "|---" * (len(tasks) + 4) + "|"]
     for c in configs:
@@ -190,7 +194,8 @@ def table(results: list[dict], configs: list[str], tasks: list[str], rates: dict
             accs = [pick(r["history"], rule)["heldout_video_acc"] for r in rs if r["task"] == t]
             if accs:
                 means[t] = statistics.mean(accs)
-                cells.append(f"{means[t]:.2f} [{min(accs):.2f}-{max(accs):.2f}]")
+                n = f" n={len(accs)}" if len(accs) != len(seeds) else ""
+                cells.append(f"{means[t]:.2f} [{min(accs):.2f}-{max(accs):.2f}]{n}")
             else:
                 cells.append("-")
         om = [means[t] for t in order_tasks if t in means]
@@ -235,6 +240,8 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--results", help="JSON lines of finished runs (default ROOT/<weights>/ablation.jsonl)")
     p.add_argument("--speed-seconds", type=float, default=4.0, help="0: skip the timing")
+    p.add_argument("--speed-threads", type=int, help="torch threads for the timing (default: torch's); "
+                   "1 on a shared machine, where 2 threads collapse (BENCHMARKS.md)")
     p.add_argument("--rule", default="lowest val loss", choices=list(RULES),
                    help="best-checkpoint rule of the main table (train._rank implements lowest val loss)")
     a = p.parse_args(argv)
@@ -258,7 +265,7 @@ def main(argv=None) -> int:
                   f"held-out {pick(r['history'], RULES[a.rule])['heldout_video_acc']:.2f}", flush=True)
     results = [r for r in done if r["config"] in a.configs and r["task"] in a.tasks and r["seed"] in a.seeds
                and r["epochs"] == a.epochs]
-    rates = speed(a.configs, a.speed_seconds) if a.speed_seconds > 0 else {}
+    rates = speed(a.configs, a.speed_seconds, threads=a.speed_threads) if a.speed_seconds > 0 else {}
     print()
     print(table(results, a.configs, a.tasks, rates, a.rule))
     print()
