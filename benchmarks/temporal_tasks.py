@@ -16,6 +16,7 @@ the order of the frames tells them apart; an order-blind model stays at chance):
   fade      an object fades in (appears) or fades out (disappears) (a sawtooth)
 Appearance task (what is in the scene tells; the order is irrelevant):
   shape     a disc or a square drifting about at random
+  count     one object or three (random shapes and colours) drifting about at random
 
 Each task has a training set (TRAIN_PER_CLASS clips a class) and a held-out set (HELDOUT_PER_CLASS
 clips a class) drawn from other seeds. Clips are 112x112, 3 s at 30 fps, H.264 written with PyAV,
@@ -43,7 +44,7 @@ HELDOUT_PER_CLASS = 12
 SPLIT_SEEDS = {"train": 1, "heldout": 2}  # the held-out clips come from other seeds than the training ones
 
 ORDER_TASKS = ("motion", "rotation", "events", "growth", "fade")
-APPEARANCE_TASKS = ("shape",)
+APPEARANCE_TASKS = ("shape", "count")
 TASKS = ORDER_TASKS + APPEARANCE_TASKS
 CLASSES = {
     "motion": ("left", "right"),
@@ -52,6 +53,7 @@ CLASSES = {
     "growth": ("grows", "shrinks"),
     "fade": ("appears", "disappears"),
     "shape": ("disc", "square"),
+    "count": ("one", "three"),
 }
 
 _Y, _X = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
@@ -131,7 +133,10 @@ def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
         period, on, gap = int(rng.integers(26, 31)), int(rng.integers(5, 8)), int(rng.integers(2, 5))
         start = int(rng.integers(period))
     if task == "shape":
-        vx, vy = rng.normal(0, 25, 2)  # a random drift, reflected at the borders
+        vx, vy = rng.normal(0, 25, 2)  # a random drift, clipped at the borders
+    if task == "count":  # (x, y, vx, vy, shape, colour) of each object
+        extra = [(rng.uniform(0, SIZE), rng.uniform(20, SIZE - 20), *rng.normal(0, 25, 2),
+                  shapes[int(rng.integers(len(shapes)))], _colour(rng, back)) for _ in range(3)]
     if task in ("growth", "fade"):
         period = rng.uniform(24, 36)
     if task == "rotation":
@@ -163,6 +168,12 @@ def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
             ramp = (t / period + phase) % 1.0
             alpha = ramp if label_index == 0 else 1 - ramp
             frame = _paint(back, shape_mask(shape, cx, cy, size + 6), colour, alpha)
+        elif task == "count":
+            frame = back
+            for k in range(1 if label_index == 0 else 3):
+                x = extra[k][0] + extra[k][2] * s
+                y = np.clip(extra[k][1] + extra[k][3] * s, size / 2, SIZE - size / 2)
+                frame = _paint(frame, shape_mask(extra[k][4], x, y, size), extra[k][5])
         elif task == "shape":
             x = cx + vx * s
             y = np.clip(cy + vy * s, size / 2, SIZE - size / 2)
