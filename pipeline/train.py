@@ -3,8 +3,8 @@
 A run folder (RUN_DIR) holds:
   split.json     which videos train and which validate (split by video, stratified, fixed by the seed)
   last.pt        the checkpoint after the latest epoch: what --resume continues from
-  best.pt        the checkpoint of the best epoch: highest validation video accuracy, then the latest
-                 epoch (see _rank)
+  best.pt        the checkpoint of the best epoch: highest validation window accuracy, then the
+                 latest epoch (see _rank)
   metrics.jsonl  one JSON object per epoch
   curves.png     training curves; confusion.png: the best epoch's validation confusion matrix
 
@@ -282,14 +282,13 @@ def evaluate(model, criterion, loader, windows: Windows, num_classes: int, devic
 
 
 def _rank(metrics: dict) -> tuple:
-    """What best.pt keeps: the epoch of the highest validation VIDEO accuracy, and of those the LATEST
-    (higher rank wins). With a few validation videos, accuracy moves in steps of one video and ties
-    for many epochs; the earliest of a tie (the old rule) or the lowest validation loss (which often
-    falls to epoch 1 when the model has learned nothing that transfers) kept less trained checkpoints.
-    On the ablation's 100+ runs (BENCHMARKS.md, "Stage two: choosing the model") every rule came within
-    about 1 point of the others on held-out clips, the last epoch nominally best; this one is as good
-    and still falls back on validation if a late epoch collapses."""
-    return (metrics["val_video_acc"], metrics["epoch"])
+    """What best.pt keeps: the epoch of the highest validation WINDOW accuracy, and of those the LATEST
+    (higher rank wins). With a few validation videos, video accuracy moves in steps of one video and
+    ties for many epochs; window accuracy has about five times the resolution, and a tie goes to the
+    more trained epoch. On the ablation's runs (BENCHMARKS.md, "Stage two: choosing the model") this
+    rule's picks held best on the held-out clips, if only by a point or two; the lowest validation
+    loss held worst (it often keeps an early epoch, before the model is confident)."""
+    return (metrics["val_window_acc"], metrics["epoch"])
 
 
 def _world() -> int:
