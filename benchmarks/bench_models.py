@@ -243,21 +243,24 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--results", help="JSON lines of finished runs (default ROOT/<weights>/ablation.jsonl)")
     p.add_argument("--speed-seconds", type=float, default=4.0, help="0: skip the timing")
+    p.add_argument("--report-only", action="store_true", help="tabulate --results as they are; train nothing")
     p.add_argument("--speed-threads", type=int, help="torch threads for the timing (default: torch's); "
                    "1 on a shared machine, where 2 threads collapse (BENCHMARKS.md)")
     p.add_argument("--rule", default="window acc, later epoch", choices=list(RULES),
                    help="best-checkpoint rule of the main table (train._rank implements the default)")
     a = p.parse_args(argv)
     root = Path(a.root)
-    tt.build(root, a.weights, a.tasks)
+    if not a.report_only:
+        tt.build(root, a.weights, a.tasks)
     results_path = Path(a.results or root / tt.weights_tag(a.weights) / "ablation.jsonl")
     done = []
     if results_path.exists():
         done = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
+        done = list({(r["config"], r["task"], r["seed"], r["epochs"]): r for r in done}.values())  # a rerun's last
     have = {(r["config"], r["task"], r["seed"], r["epochs"]) for r in done}
     # config by config, so whatever has finished when a run is cut short is whole configs
     jobs = [(c, t, s, root, a.weights, a.epochs) for c in a.configs for s in a.seeds for t in a.tasks
-            if (c, t, s, a.epochs) not in have]
+            if (c, t, s, a.epochs) not in have and not a.report_only]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(a.jobs) as pool, open(results_path, "a") as f:
         for i, r in enumerate(pool.map(run_one, jobs)):

@@ -16,15 +16,15 @@ LEGACY_ARGS = {"project": 0, "pool": "mean+last", "head_norm": True, "input_drop
 
 
 class WindowLSTM(nn.Module):
-    """Normalise each frame's features, centre them on the window, an LSTM, a linear head on its last state.
+    """Normalise each frame's features, take their temporal differences, an LSTM, a linear head on its last state.
 
     The defaults are what the ablation on benchmarks/temporal_tasks.py chose (BENCHMARKS.md, "Stage
-    two: choosing the model"). Centring (each feature less its mean over the window's frames) takes
-    away whatever stays put during the window, above all the clip's own scene, so the LSTM cannot
-    tell training clips apart by their backdrops and has to learn what changes, and in what order.
-    The LSTM reads the centred 1000-d features directly (an input projection in front of it learns
-    to memorise the training clips instead) and the head sees only its last state. Static appearance
-    still reaches the head through how each frame's features move with the scene's content.
+    two: choosing the model"). The LSTM reads x[t] - x[t-1] of the normalised features (zero for
+    the first frame): whatever stays put, above all the clip's own scene, cancels, so the model
+    cannot tell training clips apart by their backdrops and has to learn what changes, and in what
+    order. It reads the 1000-d differences directly and the head sees only its last state. A model
+    on the raw features (the pre-issue-11 default: Linear + GELU projection, LSTM 256, head on the
+    mean and last outputs) memorised the training clips and stayed at chance on new ones.
 
     The per-feature mean and std of the training frames are buffers of the model, so they travel in
     its state_dict and whoever loads the checkpoint normalises exactly as training did.
@@ -44,7 +44,7 @@ class WindowLSTM(nn.Module):
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 128, dropout: float = 0.0,
                  input_dropout: float = 0.0, project: int | None = None, pool: str = "last", head_norm: bool = False,
-                 layers: int = 1, bidirectional: bool = False, inputs: str = "centered"):
+                 layers: int = 1, bidirectional: bool = False, inputs: str = "deltas"):
         super().__init__()
         if pool not in POOLS or inputs not in INPUTS:
             raise ValueError(f"pool must be one of {POOLS} and inputs one of {INPUTS}")

@@ -58,7 +58,8 @@ class TrainSettings:
     stride: int = 15  # frames between window starts: consecutive windows overlap by half
     epochs: int = 20  # the ablation's runs peaked by epoch 5-15; best.pt keeps the best epoch anyway
     # The model (model.WindowLSTM); defaults chosen by benchmarks/bench_models.py (BENCHMARKS.md,
-    # "Stage two: choosing the model"): a plain LSTM on the normalised features, head on its last state.
+    # "Stage two: choosing the model"): an LSTM on the temporal differences of the normalised
+    # features, no input projection, head on its last state.
     hidden: int = 128  # LSTM width; 1000 -> 4*128 is most of the compute on a CPU
     dropout: float = 0.0  # before the classifier (and after the projection, if any)
     input_dropout: float = 0.0  # on the normalised input features
@@ -67,7 +68,7 @@ class TrainSettings:
     head_norm: bool = False  # LayerNorm before the classifier
     layers: int = 1  # stacked LSTM layers
     bidirectional: bool = False
-    inputs: str = "centered"  # features less their mean over the window (the clip's backdrop cancels); see model.py
+    inputs: str = "deltas"  # x[t] - x[t-1] of the normalised features: the clip's static scene cancels (model.py)
     lr: float = 1e-3  # constant: no schedule, so extending a run with --resume matches a longer run
     weight_decay: float = 0.01  # AdamW's decoupled decay; mild, the model is small
     grad_clip: float = 1.0  # max global gradient norm: an LSTM's rare gradient spike cannot undo an epoch
