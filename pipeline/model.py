@@ -5,24 +5,64 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+POOLS = ("last", "mean", "mean+last")
+INPUTS = ("features", "deltas", "both", "centered", "features+centered")
+
+# The model of checkpoints written before issue 11 (their model_args hold only feature_dim,
+# num_classes, hidden and dropout): Linear(D -> hidden) + GELU + dropout, LSTM, LayerNorm + dropout +
+# Linear on the mean and last outputs. load_run fills these in, so old runs load as they were.
+LEGACY_ARGS = {"project": 0, "pool": "mean+last", "head_norm": True, "input_dropout": 0.0, "layers": 1,
+               "bidirectional": False, "inputs": "features"}
+
 
 class WindowLSTM(nn.Module):
-    """Normalise, project each frame to `hidden`, one LSTM layer, classify mean and last outputs.
+    """Normalise each frame's features, take their temporal differences, an LSTM, a linear head on its last state.
+
+    The defaults are what the ablation on benchmarks/temporal_tasks.py chose (BENCHMARKS.md, "Stage
+    two: choosing the model"). The LSTM reads x[t] - x[t-1] of the normalised features (zero for
+    the first frame): whatever stays put, above all the clip's own scene, cancels, so the model
+    cannot tell training clips apart by their backdrops and has to learn what changes, and in what
+    order. It reads the 1000-d differences directly and the head sees only its last state. A model
+    on the raw features (the pre-issue-11 default: Linear + GELU projection, LSTM 256, head on the
+    mean and last outputs) memorised the training clips and stayed at chance on new ones.
 
     The per-feature mean and std of the training frames are buffers of the model, so they travel in
-    its state_dict and whoever loads the checkpoint normalises exactly as training did. Projecting
-    1000 -> hidden first makes the LSTM's input matmul hidden x 4*hidden instead of 1000 x 4*hidden,
-    most of the cost on a CPU. The mean over time says what is in the window, the last output in
-    what order it came.
+    its state_dict and whoever loads the checkpoint normalises exactly as training did.
+
+    hidden         LSTM width (per direction)
+    dropout        before the head (and after the projection, if any)
+    input_dropout  on the normalised input features, each feature of each frame alike
+    project        None: no projection; N: Linear(D -> N) + GELU + dropout before the LSTM; 0: N = hidden
+    pool           what the head reads: the last output ("last"), the mean over time, or both
+    head_norm      LayerNorm before the head
+    layers         stacked LSTM layers
+    bidirectional  a second LSTM reads the window backwards; "last" then reads both directions' final states
+    inputs         "features"; their temporal differences x[t] - x[t-1] ("deltas"); both concatenated ("both");
+                   the features less their mean over the window ("centered": what stays put in the window,
+                   such as a clip's backdrop, is removed); or features and centered concatenated
     """
 
-    def __init__(self, feature_dim: int, num_classes: int, hidden: int = 256, dropout: float = 0.2):
+    def __init__(self, feature_dim: int, num_classes: int, hidden: int = 128, dropout: float = 0.0,
+                 input_dropout: float = 0.0, project: int | None = None, pool: str = "last", head_norm: bool = False,
+                 layers: int = 1, bidirectional: bool = False, inputs: str = "deltas"):
         super().__init__()
+        if pool not in POOLS or inputs not in INPUTS:
+            raise ValueError(f"pool must be one of {POOLS} and inputs one of {INPUTS}")
+        self.pool, self.inputs, self.bidirectional = pool, inputs, bidirectional
         self.register_buffer("mean", torch.zeros(feature_dim))
         self.register_buffer("std", torch.ones(feature_dim))
-        self.proj = nn.Sequential(nn.Linear(feature_dim, hidden), nn.GELU(), nn.Dropout(dropout))
-        self.lstm = nn.LSTM(hidden, hidden, batch_first=True)
-        self.head = nn.Sequential(nn.LayerNorm(2 * hidden), nn.Dropout(dropout), nn.Linear(2 * hidden, num_classes))
+        self.input_dropout = nn.Dropout(input_dropout)
+        width = feature_dim * (2 if inputs in ("both", "features+centered") else 1)
+        if project is not None:
+            project = project or hidden
+            self.proj = nn.Sequential(nn.Linear(width, project), nn.GELU(), nn.Dropout(dropout))
+            width = project
+        else:
+            self.proj = nn.Identity()
+        self.lstm = nn.LSTM(width, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+        out = hidden * (2 if bidirectional else 1) * (2 if pool == "mean+last" else 1)
+        norm = [nn.LayerNorm(out)] if head_norm else []
+        self.head = nn.Sequential(*norm, nn.Dropout(dropout), nn.Linear(out, num_classes))
 
     def set_normalization(self, mean, std) -> None:
         self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
@@ -30,5 +70,16 @@ class WindowLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
-        out, _ = self.lstm(self.proj(x))
-        return self.head(torch.cat([out.mean(1), out[:, -1]], dim=-1))
+        if self.inputs in ("deltas", "both"):
+            deltas = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
+            x = deltas if self.inputs == "deltas" else torch.cat([x, deltas], dim=-1)
+        elif self.inputs in ("centered", "features+centered"):
+            centered = x - x.mean(1, keepdim=True)
+            x = centered if self.inputs == "centered" else torch.cat([x, centered], dim=-1)
+        out, (h, _) = self.lstm(self.proj(self.input_dropout(x)))
+        if self.bidirectional:  # the last layer's final state of each direction, each after its whole pass
+            last = torch.cat([h[-2], h[-1]], dim=-1)
+        else:
+            last = out[:, -1]
+        pooled = {"last": last, "mean": out.mean(1), "mean+last": torch.cat([out.mean(1), last], dim=-1)}[self.pool]
+        return self.head(pooled)

@@ -3,8 +3,8 @@
 A run folder (RUN_DIR) holds:
   split.json     which videos train and which validate (split by video, stratified, fixed by the seed)
   last.pt        the checkpoint after the latest epoch: what --resume continues from
-  best.pt        the checkpoint of the best epoch: by validation video accuracy, then window
-                 accuracy, then lower loss
+  best.pt        the checkpoint of the best epoch: highest validation window accuracy, then the
+                 latest epoch (see _rank)
   metrics.jsonl  one JSON object per epoch
   curves.png     training curves; confusion.png: the best epoch's validation confusion matrix
 
@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from . import devices
 from .cache import FeatureCache, open_cache, settings_differences, write_atomic, write_json_atomic
-from .model import WindowLSTM
+from .model import INPUTS, LEGACY_ARGS, POOLS, WindowLSTM
 from .safe_load import load_without_code
 from .windows import (GPU_FRACTION, EpochBatches, RamBatches, StreamBatches, Windows, cache_windows, choose_data_mode,
                       default_workers, feature_stats, load_features, split_by_video, window_starts)
@@ -56,9 +56,19 @@ class TrainSettings:
     out: str = ""  # the run folder
     window: int = 30  # frames per window: one second at 30 fps
     stride: int = 15  # frames between window starts: consecutive windows overlap by half
-    epochs: int = 30
-    hidden: int = 256  # LSTM width; the input projection 1000 -> hidden has the same width
-    dropout: float = 0.2  # after the input projection and before the classifier
+    epochs: int = 20  # the ablation's runs peaked by epoch 5-15; best.pt keeps the best epoch anyway
+    # The model (model.WindowLSTM); defaults chosen by benchmarks/bench_models.py (BENCHMARKS.md,
+    # "Stage two: choosing the model"): an LSTM on the temporal differences of the normalised
+    # features, no input projection, head on its last state.
+    hidden: int = 128  # LSTM width; 1000 -> 4*128 is most of the compute on a CPU
+    dropout: float = 0.0  # before the classifier (and after the projection, if any)
+    input_dropout: float = 0.0  # on the normalised input features
+    project: int | None = None  # None: the LSTM reads the features; N: Linear(D -> N) + GELU first (0: N = hidden)
+    pool: str = "last"  # what the classifier reads: last | mean | mean+last (of the LSTM's outputs)
+    head_norm: bool = False  # LayerNorm before the classifier
+    layers: int = 1  # stacked LSTM layers
+    bidirectional: bool = False
+    inputs: str = "deltas"  # x[t] - x[t-1] of the normalised features: the clip's static scene cancels (model.py)
     lr: float = 1e-3  # constant: no schedule, so extending a run with --resume matches a longer run
     weight_decay: float = 0.01  # AdamW's decoupled decay; mild, the model is small
     grad_clip: float = 1.0  # max global gradient norm: an LSTM's rare gradient spike cannot undo an epoch
@@ -72,6 +82,9 @@ class TrainSettings:
 
 # Settings a resumed run may change: they do not change what is computed.
 RESUMABLE = {"cache", "out", "epochs", "device", "data", "workers"}
+# Settings that are arguments of WindowLSTM (besides feature_dim and num_classes).
+MODEL_SETTINGS = ("hidden", "dropout", "input_dropout", "project", "pool", "head_norm", "layers", "bidirectional",
+                  "inputs")
 
 
 @dataclass
@@ -121,9 +134,20 @@ def resume_settings(out: str | os.PathLike, given: dict) -> TrainSettings:
     last = Path(out) / "last.pt"
     if not last.exists():
         raise TrainError(f"{out}: no run to resume (no last.pt); to start one, run the command without --resume")
-    saved = load_checkpoint(last)["settings"]
+    saved = _with_legacy_model(load_checkpoint(last)["settings"])
     known = {f.name for f in fields(TrainSettings)}
     return TrainSettings(**{**{k: v for k, v in saved.items() if k in known}, **given})
+
+
+def _with_legacy_model(args: dict) -> dict:
+    """Settings or model_args of a checkpoint, with the model arguments it predates filled in as the
+    model it was trained with (model.LEGACY_ARGS): runs from before these arguments existed load and
+    resume as they were."""
+    return {**LEGACY_ARGS, **args} if "pool" not in args else args
+
+
+def model_args(s: TrainSettings, feature_dim: int, num_classes: int) -> dict:
+    return {"feature_dim": feature_dim, "num_classes": num_classes, **{k: getattr(s, k) for k in MODEL_SETTINGS}}
 
 
 def _check(s: TrainSettings) -> None:
@@ -135,6 +159,10 @@ def _check(s: TrainSettings) -> None:
         (s.batch_size >= 1, f"--batch-size must be at least 1, not {s.batch_size}"),
         (s.lr > 0, f"--lr must be positive, not {s.lr}"),
         (0 <= s.val_fraction < 1, f"--val-fraction must be in [0, 1), not {s.val_fraction}"),
+        (s.pool in POOLS, f"--pool must be one of {', '.join(POOLS)}, not {s.pool!r}"),
+        (s.inputs in INPUTS, f"--inputs must be one of {', '.join(INPUTS)}, not {s.inputs!r}"),
+        (s.layers >= 1, f"--layers must be at least 1, not {s.layers}"),
+        (0 <= s.dropout < 1 and 0 <= s.input_dropout < 1, "dropouts must be in [0, 1)"),
         (s.data in ("auto", "ram", "stream"), f"--data must be auto, ram or stream, not {s.data!r}"),
         (s.workers is None or s.workers >= 0, f"--workers must be at least 0, not {s.workers}"),
     ]
@@ -255,7 +283,13 @@ def evaluate(model, criterion, loader, windows: Windows, num_classes: int, devic
 
 
 def _rank(metrics: dict) -> tuple:
-    return (metrics["val_video_acc"], metrics["val_window_acc"], -metrics["val_loss"])
+    """What best.pt keeps: the epoch of the highest validation WINDOW accuracy, and of those the LATEST
+    (higher rank wins). With a few validation videos, video accuracy moves in steps of one video and
+    ties for many epochs; window accuracy has about five times the resolution, and a tie goes to the
+    more trained epoch. On the ablation's runs (BENCHMARKS.md, "Stage two: choosing the model") this
+    rule's picks held best on the held-out clips, if only by a point or two; the lowest validation
+    loss held worst (it often keeps an early epoch, before the model is confident)."""
+    return (metrics["val_window_acc"], metrics["epoch"])
 
 
 def _world() -> int:
@@ -301,8 +335,9 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
         if not resume:
             raise TrainError(f"{out} already holds a run (last.pt); pass --resume to continue it, or another --out")
         checkpoint = load_checkpoint(last_path)
-        diffs = [f"{k}: {checkpoint['settings'].get(k)!r} (run) != {v!r} (now)"
-                 for k, v in asdict(s).items() if k not in RESUMABLE and checkpoint["settings"].get(k) != v]
+        saved = _with_legacy_model(checkpoint["settings"])
+        diffs = [f"{k}: {saved.get(k)!r} (run) != {v!r} (now)"
+                 for k, v in asdict(s).items() if k not in RESUMABLE and saved.get(k) != v]
         if diffs:
             raise TrainError(f"{out}: --resume with other settings than the run's:\n  " + "\n  ".join(diffs))
         if checkpoint["epoch"] >= s.epochs:  # done already: no need to read any data
@@ -340,7 +375,8 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
         rank, _world())
 
     torch.manual_seed(s.seed)  # initial weights
-    model = WindowLSTM(dim, len(labels), s.hidden, s.dropout)
+    args = model_args(s, dim, len(labels))
+    model = WindowLSTM(**args)
     if checkpoint is None:  # normalisation from the training videos' frames only
         model.set_normalization(*feature_stats(video_features(v) for v in split["train"]))
     else:
@@ -360,7 +396,6 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
         f"{len(split['train'])} training videos ({len(train_w)} windows), {len(split['val'])} validation videos "
         f"({len(val_w)} windows), {len(labels)} labels; data {'in memory' if mode == 'ram' else 'streamed'}, "
         f"device {device}")
-    model_args = {"feature_dim": dim, "num_classes": len(labels), "hidden": s.hidden, "dropout": s.dropout}
     for epoch in range(start, s.epochs):
         torch.manual_seed(s.seed * 1_000_003 + epoch + 1)  # dropout: the same masks, resumed or not
         train_loader.set_epoch(epoch)
@@ -382,7 +417,7 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
             "optimizer": optimizer.state_dict(),
             "epoch": epoch + 1,
             "settings": asdict(s),
-            "model_args": model_args,
+            "model_args": args,
             "labels": labels,
             "normalization": {"mean": model.mean.cpu(), "std": model.std.cpu()},
             "feature_settings": cache.settings,
@@ -428,7 +463,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     if not path.exists():
         raise TrainError(f"{run_dir}: no best.pt; is this a run folder of `pipeline train`?")
     checkpoint = load_checkpoint(path)
-    model = WindowLSTM(**checkpoint["model_args"])
+    model = WindowLSTM(**_with_legacy_model(checkpoint["model_args"]))
     model.load_state_dict(checkpoint["model"])
     return model.to(resolve_device(device)).eval(), checkpoint
 

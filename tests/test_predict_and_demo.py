@@ -75,6 +75,7 @@ def test_predict_refuses_weights_other_than_the_training_caches(trained_run, tmp
 def test_the_demo_runs_end_to_end_and_compares_with_an_order_blind_baseline(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_weights_here"))
     monkeypatch.setattr(demo, "VIDEOS_PER_CLASS", 4)
+    monkeypatch.setattr(demo, "HELDOUT_PER_CLASS", 2)
     monkeypatch.setattr(demo, "SECONDS", 1.0)
     code = main(["demo", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "data")])
     out = capsys.readouterr().out
@@ -82,4 +83,6 @@ def test_the_demo_runs_end_to_end_and_compares_with_an_order_blind_baseline(tmp_
     assert "RANDOM-INIT" in out
     assert "LSTM (frame order)" in out and "mean + linear (no order)" in out
     assert (tmp_path / "out" / "run" / "curves.png").exists()
-    assert len(list((tmp_path / "data").rglob("*.mp4"))) == 8
+    assert len(list((tmp_path / "data" / "train").rglob("*.mp4"))) == 8
+    assert len(list((tmp_path / "data" / "heldout").rglob("*.mp4"))) == 4
+    assert "held-out videos" in out

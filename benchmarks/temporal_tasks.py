@@ -1,0 +1,272 @@
+"""A seeded suite of small video tasks for choosing stage two's model (issue 11).
+
+    python benchmarks/temporal_tasks.py [--root /work/taskcache] [--weights random|imagenet|FILE] [--tasks ...]
+
+Every clip has its own random textured backdrop (blotches, a grating and pixel noise, in random
+colours) and its own object (shape, colour, size, position, speed), so memorising a training clip's
+scene does not generalise: only what the task is about does.
+
+Order-only tasks (every frame, and the set of frames in any window, is alike in both classes; only
+the order of the frames tells them apart; an order-blind model stays at chance):
+  motion    an object glides left or right, wrapping around the edges
+  rotation  a bar with a knob at one end turns clockwise or counter-clockwise
+  events    two flashes, one in the left half and one in the right half, left-then-right or
+            right-then-left, repeating about once a second
+  growth    an object grows from small to large, or shrinks from large to small (a sawtooth)
+  fade      an object fades in (appears) or fades out (disappears) (a sawtooth)
+Appearance task (what is in the scene tells; the order is irrelevant):
+  shape     a disc or a square drifting about at random
+  count     one object or three (random shapes and colours) drifting about at random
+
+Each task has a training set (TRAIN_PER_CLASS clips a class) and a held-out set (HELDOUT_PER_CLASS
+clips a class) drawn from other seeds. Clips are 112x112, 3 s at 30 fps, H.264 written with PyAV,
+then extracted with the project's own `extract()` into ROOT/<weights>/<task>/{train,heldout}/cache;
+a set already extracted is reused, and everything regenerates from the seeds if ROOT is empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SIZE = 112
+FPS = 30
+FRAMES = 90  # 3 s: five 30-frame windows at stride 15
+TRAIN_PER_CLASS = 36  # 72 training clips, 24 held-out: the sizes of the task in issue 11
+HELDOUT_PER_CLASS = 12
+SPLIT_SEEDS = {"train": 1, "heldout": 2}  # the held-out clips come from other seeds than the training ones
+
+ORDER_TASKS = ("motion", "rotation", "events", "growth", "fade")
+APPEARANCE_TASKS = ("shape", "count")
+TASKS = ORDER_TASKS + APPEARANCE_TASKS
+CLASSES = {
+    "motion": ("left", "right"),
+    "rotation": ("clockwise", "counterclockwise"),
+    "events": ("left_then_right", "right_then_left"),
+    "growth": ("grows", "shrinks"),
+    "fade": ("appears", "disappears"),
+    "shape": ("disc", "square"),
+    "count": ("one", "three"),
+}
+
+_Y, _X = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+
+
+# --- scenes -------------------------------------------------------------------------------------
+
+def backdrop(rng) -> np.ndarray:
+    """A random textured (SIZE, SIZE, 3) float backdrop: coarse colour blotches, a grating, noise."""
+    cells = int(rng.integers(3, 9))
+    coarse = rng.uniform(0, 1, (cells + 1, cells + 1, 3))
+    t = np.linspace(0, cells, SIZE, dtype=np.float32)
+    i = np.minimum(t.astype(int), cells - 1)
+    f = (t - i)[:, None, None]
+    rows = coarse[i] * (1 - f) + coarse[i + 1] * f  # bilinear upsampling, rows then columns
+    f = (t - i)[None, :, None]
+    blotches = rows[:, i] * (1 - f) + rows[:, i + 1] * f
+    angle, cycles = rng.uniform(0, np.pi), rng.uniform(3, 14)
+    grating = np.sin(2 * np.pi * cycles * (np.cos(angle) * _X + np.sin(angle) * _Y) / SIZE + rng.uniform(0, 6.3))
+    image = (rng.uniform(20, 120, 3) + blotches * rng.uniform(40, 130, 3)
+             + grating[..., None] * rng.uniform(10, 45, 3) + rng.normal(0, rng.uniform(2, 12), (SIZE, SIZE, 3)))
+    return np.clip(image, 0, 255).astype(np.float32)
+
+
+def shape_mask(shape: str, cx: float, cy: float, size: float, angle: float = 0.0) -> np.ndarray:
+    """(SIZE, SIZE) coverage in [0, 1] of a shape centred at (cx, cy) with wrap-around in x."""
+    dx = (_X - cx + SIZE / 2) % SIZE - SIZE / 2  # wraps around the left and right edges
+    dy = _Y - cy
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = c * dx + s * dy, -s * dx + c * dy
+    r = size / 2
+    if shape == "disc":
+        return (u * u + v * v <= r * r).astype(np.float32)
+    if shape == "square":
+        return ((np.abs(u) <= r) & (np.abs(v) <= r)).astype(np.float32)
+    if shape == "triangle":
+        return ((v <= r * 0.6) & (v >= -r + 1.7 * np.abs(u))).astype(np.float32)
+    if shape == "cross":
+        return (((np.abs(u) <= r) & (np.abs(v) <= r / 3)) | ((np.abs(v) <= r) & (np.abs(u) <= r / 3))).astype(np.float32)
+    if shape == "bar":  # a long bar with a knob at one end: it shows which way it turns
+        bar = (np.abs(u) <= r) & (np.abs(v) <= max(r / 6, 2.5))
+        knob = (u - r) ** 2 + v ** 2 <= (r / 3.5) ** 2
+        return (bar | knob).astype(np.float32)
+    raise ValueError(shape)
+
+
+def _colour(rng, background: np.ndarray) -> np.ndarray:
+    """A random colour that stands out from the backdrop's mean (at least 90 levels away)."""
+    mean = background.reshape(-1, 3).mean(0)
+    for _ in range(100):
+        colour = rng.uniform(0, 255, 3)
+        if np.abs(colour - mean).max() >= 90:
+            return colour.astype(np.float32)
+    return (255 - mean).astype(np.float32)
+
+
+def _paint(frame: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    a = (mask * alpha)[..., None]
+    return frame * (1 - a) + colour * a
+
+
+def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
+    """FRAMES uint8 RGB frames of one clip of `task`, class CLASSES[task][label_index]."""
+    back = backdrop(rng)
+    shapes = ("disc", "square", "triangle", "cross")
+    shape = shapes[int(rng.integers(len(shapes)))]
+    colour = _colour(rng, back)
+    size = rng.uniform(22, 34)
+    cx, cy = rng.uniform(0, SIZE), rng.uniform(size / 2 + 4, SIZE - size / 2 - 4)
+    phase = rng.uniform(0, 1)
+    sign = 1 if label_index == 0 else -1
+    frames = []
+    if task == "events":
+        other_shape, other_colour = shapes[int(rng.integers(len(shapes)))], _colour(rng, back)
+        left = (rng.uniform(24, 48), rng.uniform(24, 88))
+        right = (rng.uniform(64, 88), rng.uniform(24, 88))
+        period, on, gap = int(rng.integers(26, 31)), int(rng.integers(5, 8)), int(rng.integers(2, 5))
+        start = int(rng.integers(period))
+    if task == "shape":
+        vx, vy = rng.normal(0, 25, 2)  # a random drift, clipped at the borders
+    if task == "count":  # (x, y, vx, vy, shape, colour) of each object
+        extra = [(rng.uniform(0, SIZE), rng.uniform(20, SIZE - 20), *rng.normal(0, 25, 2),
+                  shapes[int(rng.integers(len(shapes)))], _colour(rng, back)) for _ in range(3)]
+    if task in ("growth", "fade"):
+        period = rng.uniform(24, 36)
+    if task == "rotation":
+        omega = rng.uniform(1.5, 3.5)  # radians per second
+        length = rng.uniform(50, 70)
+        cx, cy = rng.uniform(46, 66), rng.uniform(46, 66)
+    speed = rng.uniform(35, 65)  # pixels per second (motion)
+    for t in range(FRAMES):
+        s = t / FPS
+        frame = back
+        if task == "motion":
+            direction = -1 if label_index == 0 else 1
+            frame = _paint(back, shape_mask(shape, cx + direction * speed * s, cy, size), colour)
+        elif task == "rotation":
+            angle = phase * 2 * np.pi + sign * omega * s  # image y points down: + is clockwise on screen
+            frame = _paint(back, shape_mask("bar", cx, cy, length, angle), colour)
+        elif task == "events":
+            k = (t + start) % period
+            first, second = (left, right) if label_index == 0 else (right, left)
+            if k < on:
+                frame = _paint(back, shape_mask(shape, *first, size), colour)
+            elif on + gap <= k < 2 * on + gap:
+                frame = _paint(back, shape_mask(other_shape, *second, size), other_colour)
+        elif task == "growth":
+            ramp = (t / period + phase) % 1.0  # 0 -> 1, then back to 0
+            grown = ramp if label_index == 0 else 1 - ramp
+            frame = _paint(back, shape_mask(shape, cx, cy, 6 + grown * 38), colour)
+        elif task == "fade":
+            ramp = (t / period + phase) % 1.0
+            alpha = ramp if label_index == 0 else 1 - ramp
+            frame = _paint(back, shape_mask(shape, cx, cy, size + 6), colour, alpha)
+        elif task == "count":
+            frame = back
+            for k in range(1 if label_index == 0 else 3):
+                x = extra[k][0] + extra[k][2] * s
+                y = np.clip(extra[k][1] + extra[k][3] * s, size / 2, SIZE - size / 2)
+                frame = _paint(frame, shape_mask(extra[k][4], x, y, size), extra[k][5])
+        elif task == "shape":
+            x = cx + vx * s
+            y = np.clip(cy + vy * s, size / 2, SIZE - size / 2)
+            frame = _paint(back, shape_mask(CLASSES["shape"][label_index], x, y, size + 4, phase * 0.3), colour)
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return frames
+
+
+# --- files --------------------------------------------------------------------------------------
+
+def write_clip(path: Path, frames: list[np.ndarray]) -> None:
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    with av.open(str(tmp), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(FPS))
+        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.rename(path)
+
+
+def task_id(task: str) -> int:
+    return TASKS.index(task) + 1
+
+
+def make_videos(task: str, split: str, folder: Path, per_class: int | None = None) -> None:
+    """The clips of one task and split, in folder/<label>/<label>_NN.mp4; existing files are kept."""
+    per_class = per_class or (TRAIN_PER_CLASS if split == "train" else HELDOUT_PER_CLASS)
+    for label_index, label in enumerate(CLASSES[task]):
+        for number in range(per_class):
+            path = folder / label / f"{label}_{number:02d}.mp4"
+            if not path.exists():
+                rng = np.random.default_rng([task_id(task), SPLIT_SEEDS[split], label_index, number])
+                write_clip(path, clip_frames(task, label_index, rng))
+
+
+def weights_tag(weights: str) -> str:
+    return weights if weights in ("random", "imagenet") else Path(weights).stem
+
+
+def cache_path(root: Path, weights: str, task: str, split: str) -> Path:
+    return Path(root) / weights_tag(weights) / task / split / "cache"
+
+
+def build(root: Path, weights: str = "random", tasks=TASKS, log=print) -> dict:
+    """Generate and extract every (task, split) not done yet; {(task, split): cache path}."""
+    from pipeline.extract import ExtractOptions, extract
+    from pipeline.inputs import find_videos
+
+    caches = {}
+    for task in tasks:
+        for split in SPLIT_SEEDS:
+            videos = Path(root) / "videos" / task / split  # videos do not depend on the weights
+            cache = cache_path(root, weights, task, split)
+            t0 = time.perf_counter()
+            make_videos(task, split, videos)
+            made = time.perf_counter() - t0
+            summary = extract(find_videos(videos), cache, ExtractOptions(weights=weights, progress=False))
+            if summary.failures:
+                raise RuntimeError(f"{task}/{split}: {len(summary.failures)} clips failed: {summary.failures[0]}")
+            if summary.done:
+                log(f"{task}/{split}: videos {made:.0f} s, extracted {summary.done} clips "
+                    f"({summary.frames / max(summary.seconds, 1e-9):.0f} frames/s) -> {cache}")
+            caches[task, split] = cache
+    return caches
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="/work/taskcache", help="where the videos and caches go")
+    p.add_argument("--weights", default="random", help="random | imagenet | a state-dict file (as `extract`)")
+    p.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
+    p.add_argument("--preview", help="write one PNG strip per task and class to this folder, then stop")
+    a = p.parse_args(argv)
+    if a.preview:
+        import matplotlib.pyplot as plt
+
+        out = Path(a.preview)
+        out.mkdir(parents=True, exist_ok=True)
+        for task in a.tasks:
+            for li, label in enumerate(CLASSES[task]):
+                frames = clip_frames(task, li, np.random.default_rng([task_id(task), 9, li, 0]))
+                plt.imsave(out / f"{task}_{label}.png", np.concatenate(frames[0:30:5], axis=1))
+        return 0
+    build(Path(a.root), a.weights, a.tasks)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
