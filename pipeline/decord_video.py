@@ -11,10 +11,10 @@ saying so, and measured slower on the others (BENCHMARKS.md, bench_decode.py), h
   with B-frames there, drops MPEG-2's first GOP and pads the end, and gives no timestamps for some
   program-stream frames); video that is not 8-bit YUV of even width and height (decord's RGB of
   10-bit H.264 is up to 60 levels off FFmpeg's, of a 175x143 frame 26); video longer than 200 s
-  (decord's float32 timestamps cannot place 29.97 fps frames to 33 us past that); and any file whose decord timestamps are missing (its marker is about
-  -1e14 s; AVI files get it for every frame), not finite, out of order, or past the file's own
-  duration, or whose frames decord does not give as RGB (decord2 3.4 returns 4 channels for some
-  frame widths).
+  (decord's float32 timestamps cannot place 29.97 fps frames to 33 us past that); and any file
+  whose decord timestamps are missing (its marker is about -1e14 s; AVI files with B-frames get it
+  for every frame), not finite, out of order, or past the file's own duration, or whose frames
+  decord does not give as RGB (decord2 3.4 returns 4 channels for some frame widths).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .video import MAX_CHUNK_BYTES, YUV_FORMATS, Chunk, Frames, VideoError, VideoReader, float32_time_tolerance, resample
+from .video import (MAX_CHUNK_BYTES, MAX_CHUNK_FRAMES, YUV_FORMATS, Chunk, Frames, VideoError, VideoReader,
+                    float32_time_tolerance, resample)
 
 DECODERS = ("auto", "pyav", "decord")
 # Containers decord decodes wrong, or not at all, with H.264 B-frames or MPEG-2 (DESIGN.md, issue 10).
@@ -62,8 +63,6 @@ def _fit_for_decord(path) -> bool:
 class DecordReader:
     """One video decoded by decord at full size, resampled to `fps` by its frame timestamps."""
 
-    name = "decord"
-
     def __init__(self, path: str | Path, fps: float):
         import decord
 
@@ -78,11 +77,11 @@ class DecordReader:
             raise VideoError(f"decord cannot read it: {_decord_words(e)}") from None
         if shape[-1] != 3:  # decord2 3.4 gives 4 channels for some frame widths (144, say)
             raise VideoError(f"decord gives frames of shape {shape[1:]}, not RGB")
+        self.frame_bytes = int(np.prod(shape[1:]))
         _check_timestamps(np.asarray(starts), count, average_fps)
         self.resampling = resample(starts, fps, 1.0 / average_fps if average_fps > 0 else 1.0 / fps,
                                    float32_time_tolerance)
         self.duration, self.source_fps = self.resampling.duration, self.resampling.source_fps
-        self.frames_decoded = count
 
     def close(self) -> None:
         self.reader = None
@@ -93,11 +92,10 @@ class DecordReader:
     def __exit__(self, *exc):
         self.close()
 
-    def chunks(self, max_frames: int = 128):
+    def chunks(self, max_frames: int = MAX_CHUNK_FRAMES):
         """Chunks of full-size RGB frames (decord turns them upright itself), in order."""
         r = self.resampling
-        height, width = self.reader[0].shape[:2] if len(r.times) else (1, 1)
-        step = max(1, min(max_frames, MAX_CHUNK_BYTES // (height * width * 3)))
+        step = max(1, min(max_frames, MAX_CHUNK_BYTES // self.frame_bytes))
         for start in range(0, len(r.times), step):
             index = r.source_index[start:start + step]
             unique, repeats = np.unique(index, return_counts=True)

@@ -28,7 +28,7 @@ from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, FeatureExtract
 from .inputs import VideoSource, assign_shard
 from .preprocess import to_crops
 from .decord_video import DECODERS, open_video
-from .video import VideoError, quiet_decoder
+from .video import MAX_CHUNK_FRAMES, VideoError, quiet_decoder
 
 DTYPES = ("float32", "float16")
 # A worker that cannot hand over its frames (a full /dev/shm, say) leaves the main process
@@ -294,7 +294,7 @@ def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: 
     workers = options.workers if options.workers is not None else default_workers()
     workers = min(workers, len(todo))
     return DataLoader(
-        DecodeJobs(todo, options.fps, chunk_frames=min(batch_size, 128), preprocess_in_worker=preprocess_in_worker,
+        DecodeJobs(todo, options.fps, chunk_frames=min(batch_size, MAX_CHUNK_FRAMES), preprocess_in_worker=preprocess_in_worker,
                    decoder=options.decoder),
         batch_size=None, num_workers=workers, pin_memory=pin_memory,
         # The platform's default start method: fork on Linux, which starts workers in milliseconds

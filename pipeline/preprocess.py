@@ -55,18 +55,16 @@ def needed_region(width: int, height: int, short_side: int = RESIZE_SHORT_SIDE, 
     return (*span(top, height, new_height), *span(left, width, new_width))
 
 
-def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, bits: int = 8, matrix: str = "bt470bg",
+def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, matrix: str = "bt470bg",
                full_range: bool = False) -> torch.Tensor:
-    """Planar YUV (n, H, W), (n, h, w), (n, h, w) -> uint8 RGB (n, 3, H, W), as swscale converts it."""
+    """8-bit planar YUV (n, H, W), (n, h, w), (n, h, w) -> uint8 RGB (n, 3, H, W), as swscale converts it."""
     kr, kb = MATRICES.get(matrix, MATRICES["bt470bg"])
     kg = 1.0 - kr - kb
-    peak = float((1 << bits) - 1)
-    scale = float(1 << (bits - 8))
     if full_range:
-        y_offset, y_gain, c_gain = 0.0, 255.0 / peak, 255.0 / peak
-    else:  # video range: Y in 16..235, chroma in 16..240, scaled by 2^(bits-8)
-        y_offset, y_gain, c_gain = 16.0 * scale, 255.0 / (219.0 * scale), 255.0 / (224.0 * scale)
-    middle = float(1 << (bits - 1))
+        y_offset, y_gain, c_gain = 0.0, 1.0, 1.0
+    else:  # video range: Y in 16..235, chroma in 16..240
+        y_offset, y_gain, c_gain = 16.0, 255.0 / 219.0, 255.0 / 224.0
+    middle = 128.0
     luma = (y.float() - y_offset) * y_gain
     cb = (u.float() - middle) * c_gain
     cr = (v.float() - middle) * c_gain
@@ -111,7 +109,7 @@ def to_crops(frames: dict, device: torch.device | str = "cpu") -> torch.Tensor:
     if frames.get("region"):  # only the pixels the crop needs came: put them back where they were
         planes = _uncrop(planes, frames["size"], frames["region"])
     if frames["kind"] == "yuv":
-        rgb = yuv_to_rgb(*planes, bits=frames["bits"], matrix=frames["matrix"], full_range=frames["full_range"])
+        rgb = yuv_to_rgb(*planes, matrix=frames["matrix"], full_range=frames["full_range"])
     else:
         rgb = planes[0].permute(0, 3, 1, 2)
     if frames["rotation"]:

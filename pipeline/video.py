@@ -133,8 +133,8 @@ class Resampler:
 class Frames:
     """Unique decoded frames at full size, as the decoder gave them, and how often each is shown.
 
-    kind "yuv": `planes` = (Y (n, H, W), U (n, h, w), V (n, h, w)), uint8, with `bits` (8), `matrix` (FFmpeg's colorspace name) and `full_range`: converted by torch on the
-    CNN's device. kind "rgb": `planes` = (RGB (n, H, W, 3) uint8,), converted by FFmpeg (swscale).
+    kind "yuv": `planes` = (Y (n, H, W), U (n, h, w), V (n, h, w)), 8-bit, with `matrix` (FFmpeg's
+    colorspace name) and `full_range`: converted by torch on the CNN's device. kind "rgb": `planes` = (RGB (n, H, W, 3) uint8,), converted by FFmpeg (swscale).
     `rotation`: degrees counterclockwise the frames must turn to be upright (the display matrix)."""
 
     kind: str
@@ -143,7 +143,6 @@ class Frames:
     rotation: int = 0
     size: tuple[int, int] = (0, 0)  # (height, width) of the decoded frames
     region: tuple[int, int] | None = None  # (top, left) where the planes lie when only the crop's part came
-    bits: int = 8
     matrix: str = "bt470bg"
     full_range: bool = False
 
@@ -151,9 +150,8 @@ class Frames:
         import torch
 
         return {"kind": self.kind, "planes": [torch.from_numpy(p) for p in self.planes],
-                "repeats": torch.from_numpy(self.repeats), "rotation": self.rotation, "bits": self.bits,
-                "size": self.size, "region": self.region,
-                "matrix": self.matrix, "full_range": self.full_range}
+                "repeats": torch.from_numpy(self.repeats), "rotation": self.rotation, "size": self.size,
+                "region": self.region, "matrix": self.matrix, "full_range": self.full_range}
 
 
 @dataclass
@@ -379,7 +377,7 @@ class _ChunkBuilder:
         planes = tuple(np.stack([image[i] for image in self.images]) for i in range(len(self.images[0]))) \
             if self.images else ()
         frames = Frames(kind=meta.get("kind", "rgb"), planes=planes, repeats=repeats, rotation=meta.get("rotation", 0),
-                        bits=meta.get("bits", 8), matrix=meta.get("matrix", "bt470bg"),
+                        matrix=meta.get("matrix", "bt470bg"),
                         full_range=meta.get("full_range", False), size=(meta.get("height", 0), meta.get("width", 0)),
                         region=meta.get("region"))
         self.times_from += count
@@ -409,7 +407,7 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
                       *(p[top // fy:-(-bottom // fy), left // fx:-(-right // fx)] for p in planes[1:]))
             meta["region"] = (top, left)
         planes = tuple(p.copy() for p in planes)  # off the decoder's buffers, which it reuses
-        meta.update(kind="yuv", bits=8, matrix=_matrix(frame), full_range=name.startswith("yuvj") or _full_range(frame))
+        meta.update(kind="yuv", matrix=_matrix(frame), full_range=name.startswith("yuvj") or _full_range(frame))
         return planes, meta
     meta.update(kind="rgb")
     return (frame.to_ndarray(format="rgb24", threads=1),), meta

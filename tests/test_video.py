@@ -169,7 +169,7 @@ def test_handing_over_only_the_crops_region_gives_the_same_crop(width, height):
     u, v = (torch.randint(16, 241, (1, (height + 1) // 2, (width + 1) // 2), dtype=torch.uint8, generator=g)
             for _ in range(2))
     whole = {"kind": "yuv", "planes": [y, u, v], "repeats": torch.ones(1, dtype=torch.long), "rotation": 0,
-             "bits": 8, "matrix": "bt709", "full_range": False}
+             "matrix": "bt709", "full_range": False}
     top, bottom, left, right = needed_region(width, height)
     assert top % 2 == 0 and left % 2 == 0
     part = dict(whole, size=(height, width), region=(top, left),
