@@ -55,6 +55,17 @@ CONFIGS = {  # in the order they run: the most telling first
     "centered128-wd0": (dict(hidden=128, inputs="centered"), {"weight_decay": 0.0}),
     "centered128-lr3e-3": (dict(hidden=128, inputs="centered"), {"lr": 3e-3}),
     "plain128-proj128": (dict(hidden=128, project=128), {}),
+    # second round: each epoch's training windows at random offsets within the stride (windows.EpochBatches)
+    "deltas128-jitter": (dict(hidden=128, inputs="deltas"), {"jitter": True}),  # the default since
+    "deltas128-jitter-60ep": (dict(hidden=128, inputs="deltas"), {"jitter": True, "epochs": 60}),
+    "deltas128-jitter-mean": (dict(hidden=128, inputs="deltas", pool="mean"), {"jitter": True}),
+    "both128-jitter": (dict(hidden=128, inputs="both"), {"jitter": True}),
+    "deltas+centered128-jitter": (dict(hidden=128, inputs="deltas+centered"), {"jitter": True}),
+    "deltas128-jitter-proj32": (dict(hidden=128, inputs="deltas", project=32), {"jitter": True}),
+    "deltas128-jitter-indrop0.5": (dict(hidden=128, inputs="deltas", input_dropout=0.5), {"jitter": True}),
+    "deltas32-jitter": (dict(hidden=32, inputs="deltas"), {"jitter": True}),
+    "deltas128-jitter-2layers": (dict(hidden=128, inputs="deltas", layers=2), {"jitter": True}),
+    "deltas128-jitter-wd0.1": (dict(hidden=128, inputs="deltas"), {"jitter": True, "weight_decay": 0.1}),
 }
 MODEL_KEYS = ("hidden", "dropout", "input_dropout", "project", "pool", "head_norm", "layers", "bidirectional", "inputs")
 
@@ -63,12 +74,18 @@ def settings_for(config: str, cache: str, seed: int, epochs: int):
     from pipeline.train import TrainSettings
 
     model, overrides = CONFIGS[config]
+    overrides = {k: v for k, v in overrides.items() if k != "epochs"}  # see config_epochs
     base = {k: getattr(TrainSettings(), k) for k in MODEL_KEYS}
     base.update({"hidden": 128, "dropout": 0.0, "input_dropout": 0.0, "project": None, "pool": "last",
                  "head_norm": False, "layers": 1, "bidirectional": False, "inputs": "features",
-                 "weight_decay": 0.01, "lr": 1e-3})
+                 "weight_decay": 0.01, "lr": 1e-3, "jitter": False})
     return TrainSettings(cache=cache, out="", seed=seed, epochs=epochs, device="cpu", data="ram",
                          **{**base, **model, **overrides})
+
+
+def config_epochs(config: str, default: int) -> int:
+    """A config's epochs: its own where it names them, else --epochs."""
+    return CONFIGS[config][1].get("epochs", default)
 
 
 # --- best-checkpoint rules: each maps an epoch's validation metrics to a key, the highest wins (ties: earliest)
@@ -117,7 +134,7 @@ def run_one(job: tuple) -> dict:
     val_w = cache_windows(cache, val_ids, index, s.window, s.stride)
     device = torch.device("cpu")
     (train_loader, val_loader), video_features = make_batches(
-        cache, [train_w, val_w], "ram", s.batch_size, [True, False], s.seed, None, device, False)
+        cache, [train_w, val_w], "ram", s.batch_size, [True, False], s.seed, None, device, False, jitter=s.jitter)
     held = open_cache(heldout_cache)
     held_ids = _usable_videos(held)
     held_w = cache_windows(held, held_ids, index, s.window, s.stride)
@@ -142,7 +159,7 @@ def run_one(job: tuple) -> dict:
     baseline = order_blind_baseline(train_cache, {"train": train_ids, "val": held_ids}, s.window, s.stride, seed,
                                     eval_cache=heldout_cache)
     return {"config": config, "task": task, "seed": seed, "weights": weights, "epochs": epochs,
-            "settings": {k: v for k, v in asdict(s).items() if k in MODEL_KEYS + ("weight_decay", "lr")},
+            "settings": {k: v for k, v in asdict(s).items() if k in MODEL_KEYS + ("weight_decay", "lr", "jitter")},
             "params": sum(p.numel() for p in model.parameters()), "history": history,
             "baseline_heldout_video_acc": baseline["video_accuracy"] if heldout_cache else None}
 
@@ -244,13 +261,15 @@ def main(argv=None) -> int:
     p.add_argument("--results", help="JSON lines of finished runs (default ROOT/<weights>/ablation.jsonl)")
     p.add_argument("--speed-seconds", type=float, default=4.0, help="0: skip the timing")
     p.add_argument("--report-only", action="store_true", help="tabulate --results as they are; train nothing")
+    p.add_argument("--no-build", action="store_true", help="use the caches in --root as they are, even if an "
+                   "earlier version of stage one made them (extract would refuse to add to them)")
     p.add_argument("--speed-threads", type=int, help="torch threads for the timing (default: torch's); "
                    "1 on a shared machine, where 2 threads collapse (BENCHMARKS.md)")
     p.add_argument("--rule", default="window acc, later epoch", choices=list(RULES),
                    help="best-checkpoint rule of the main table (train._rank implements the default)")
     a = p.parse_args(argv)
     root = Path(a.root)
-    if not a.report_only:
+    if not (a.report_only or a.no_build):
         tt.build(root, a.weights, a.tasks)
     results_path = Path(a.results or root / tt.weights_tag(a.weights) / "ablation.jsonl")
     done = []
@@ -259,8 +278,8 @@ def main(argv=None) -> int:
         done = list({(r["config"], r["task"], r["seed"], r["epochs"]): r for r in done}.values())  # a rerun's last
     have = {(r["config"], r["task"], r["seed"], r["epochs"]) for r in done}
     # config by config, so whatever has finished when a run is cut short is whole configs
-    jobs = [(c, t, s, root, a.weights, a.epochs) for c in a.configs for s in a.seeds for t in a.tasks
-            if (c, t, s, a.epochs) not in have and not a.report_only]
+    jobs = [(c, t, s, root, a.weights, config_epochs(c, a.epochs)) for c in a.configs for s in a.seeds
+            for t in a.tasks if (c, t, s, config_epochs(c, a.epochs)) not in have and not a.report_only]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(a.jobs) as pool, open(results_path, "a") as f:
         for i, r in enumerate(pool.map(run_one, jobs)):
@@ -270,7 +289,7 @@ def main(argv=None) -> int:
             print(f"[{i + 1}/{len(jobs)}, {time.perf_counter() - t0:.0f} s] {r['config']} {r['task']} seed {r['seed']}: "
                   f"held-out {pick(r['history'], RULES[a.rule])['heldout_video_acc']:.2f}", flush=True)
     results = [r for r in done if r["config"] in a.configs and r["task"] in a.tasks and r["seed"] in a.seeds
-               and r["epochs"] == a.epochs]
+               and r["epochs"] == config_epochs(r["config"], a.epochs)]
     rates = speed(a.configs, a.speed_seconds, threads=a.speed_threads) if a.speed_seconds > 0 else {}
     print()
     print(table(results, a.configs, a.tasks, rates, a.rule))

@@ -272,6 +272,9 @@ def _add_train_parsers(command) -> None:
                    help="the run folder: checkpoints, metrics, split, plots")
     p.add_argument("--window", type=_int_at_least(1), metavar="N", help="frames per window (default 30)")
     p.add_argument("--stride", type=_int_at_least(1), metavar="N", help="frames between window starts (default 15)")
+    p.add_argument("--jitter", action=argparse.BooleanOptionalAction, default=None,
+                   help="each epoch, start every training window a random 0 to stride-1 frames later: other "
+                        "crops of the videos every epoch, at the same cost (default on)")
     p.add_argument("--epochs", type=_int_at_least(0), metavar="N", help="epochs in all, also when resuming (default 20)")
     p.add_argument("--hidden", type=_int_at_least(1), metavar="N", help="LSTM hidden size (default 128)")
     p.add_argument("--lr", type=_positive, help="AdamW learning rate (default 1e-3)")

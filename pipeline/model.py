@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 POOLS = ("last", "mean", "mean+last")
-INPUTS = ("features", "deltas", "both", "centered", "features+centered")
+INPUTS = ("features", "deltas", "both", "centered", "features+centered", "deltas+centered")
 
 # The model of checkpoints written before issue 11 (their model_args hold only feature_dim,
 # num_classes, hidden and dropout): Linear(D -> hidden) + GELU + dropout, LSTM, LayerNorm + dropout +
@@ -39,7 +39,8 @@ class WindowLSTM(nn.Module):
     bidirectional  a second LSTM reads the window backwards; "last" then reads both directions' final states
     inputs         "features"; their temporal differences x[t] - x[t-1] ("deltas"); both concatenated ("both");
                    the features less their mean over the window ("centered": what stays put in the window,
-                   such as a clip's backdrop, is removed); or features and centered concatenated
+                   such as a clip's backdrop, is removed); features and centered concatenated; or deltas and
+                   centered concatenated ("deltas+centered")
     """
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 128, dropout: float = 0.0,
@@ -52,7 +53,7 @@ class WindowLSTM(nn.Module):
         self.register_buffer("mean", torch.zeros(feature_dim))
         self.register_buffer("std", torch.ones(feature_dim))
         self.input_dropout = nn.Dropout(input_dropout)
-        width = feature_dim * (2 if inputs in ("both", "features+centered") else 1)
+        width = feature_dim * (2 if inputs in ("both", "features+centered", "deltas+centered") else 1)
         if project is not None:
             project = project or hidden
             self.proj = nn.Sequential(nn.Linear(width, project), nn.GELU(), nn.Dropout(dropout))
@@ -70,7 +71,10 @@ class WindowLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
-        if self.inputs in ("deltas", "both"):
+        if self.inputs == "deltas+centered":
+            deltas = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
+            x = torch.cat([deltas, x - x.mean(1, keepdim=True)], dim=-1)
+        elif self.inputs in ("deltas", "both"):
             deltas = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
             x = deltas if self.inputs == "deltas" else torch.cat([x, deltas], dim=-1)
         elif self.inputs in ("centered", "features+centered"):

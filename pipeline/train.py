@@ -56,6 +56,7 @@ class TrainSettings:
     out: str = ""  # the run folder
     window: int = 30  # frames per window: one second at 30 fps
     stride: int = 15  # frames between window starts: consecutive windows overlap by half
+    jitter: bool = True  # training windows move by a random 0..stride-1 frames each epoch (windows.EpochBatches)
     epochs: int = 20  # the ablation's runs peaked by epoch 5-15; best.pt keeps the best epoch anyway
     # The model (model.WindowLSTM); defaults chosen by benchmarks/bench_models.py (BENCHMARKS.md,
     # "Stage two: choosing the model"): an LSTM on the temporal differences of the normalised
@@ -134,7 +135,7 @@ def resume_settings(out: str | os.PathLike, given: dict) -> TrainSettings:
     last = Path(out) / "last.pt"
     if not last.exists():
         raise TrainError(f"{out}: no run to resume (no last.pt); to start one, run the command without --resume")
-    saved = _with_legacy_model(load_checkpoint(last)["settings"])
+    saved = _saved_settings(load_checkpoint(last))
     known = {f.name for f in fields(TrainSettings)}
     return TrainSettings(**{**{k: v for k, v in saved.items() if k in known}, **given})
 
@@ -144,6 +145,11 @@ def _with_legacy_model(args: dict) -> dict:
     model it was trained with (model.LEGACY_ARGS): runs from before these arguments existed load and
     resume as they were."""
     return {**LEGACY_ARGS, **args} if "pool" not in args else args
+
+
+def _saved_settings(checkpoint: dict) -> dict:
+    """A checkpoint's training settings, with those it predates as it was trained (no jitter)."""
+    return {"jitter": False, **_with_legacy_model(checkpoint["settings"])}
 
 
 def model_args(s: TrainSettings, feature_dim: int, num_classes: int) -> dict:
@@ -186,14 +192,16 @@ def _feature_differences(checkpoint: dict, cache: FeatureCache) -> str:
 # --- data ---------------------------------------------------------------------------------------
 
 def make_batches(cache: FeatureCache, windows: list[Windows], mode: str, batch_size: int, shuffle: list[bool],
-                 seed: int, workers: int | None, device: torch.device, progress: bool, rank: int = 0, world: int = 1):
+                 seed: int, workers: int | None, device: torch.device, progress: bool, rank: int = 0, world: int = 1,
+                 jitter: bool = False):
     """(loaders, video_features): one batch iterable per Windows (train, validation, ...), all held in
     memory or all streamed, and a function giving one video's (T, D) features (for normalisation).
-    Under data-parallel training (world > 1) the shuffled loaders give this rank its share."""
+    Under data-parallel training (world > 1) the shuffled loaders give this rank its share; with
+    `jitter`, their windows move by a random part of the stride each epoch (windows.EpochBatches)."""
     sizes = [batch_size if sh else max(batch_size, EVAL_BATCH) for sh in shuffle]
 
     def batches(w: Windows, size: int, sh: bool) -> EpochBatches:
-        return EpochBatches(len(w), size, sh, seed, rank, world) if sh else EpochBatches(len(w), size, sh, seed)
+        return EpochBatches(w, size, sh, seed, rank, world, jitter) if sh else EpochBatches(w, size, sh, seed)
 
     if mode == "ram":
         ids = [v for w in windows for v in w.ids]
@@ -335,7 +343,7 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
         if not resume:
             raise TrainError(f"{out} already holds a run (last.pt); pass --resume to continue it, or another --out")
         checkpoint = load_checkpoint(last_path)
-        saved = _with_legacy_model(checkpoint["settings"])
+        saved = _saved_settings(checkpoint)
         diffs = [f"{k}: {saved.get(k)!r} (run) != {v!r} (now)"
                  for k, v in asdict(s).items() if k not in RESUMABLE and saved.get(k) != v]
         if diffs:
@@ -372,7 +380,7 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
     mode = choose_data_mode(s.data, int(train_w.lengths.sum() + val_w.lengths.sum()), dim)
     (train_loader, val_loader), video_features = make_batches(
         cache, [train_w, val_w], mode, s.batch_size, [True, False], s.seed, s.workers, device, progress,
-        rank, _world())
+        rank, _world(), s.jitter)
 
     torch.manual_seed(s.seed)  # initial weights
     args = model_args(s, dim, len(labels))

@@ -55,8 +55,9 @@ def test_the_default_model_learns_an_order_only_task_on_held_out_clips_with_thei
 
 
 def test_a_run_from_before_the_model_options_loads_and_resumes_with_its_own_model(caches, tmp_path):
-    """Checkpoints written before issue 11 hold only hidden and dropout in model_args and settings:
-    they load as the model they were trained with (model.LEGACY_ARGS), and --resume accepts them."""
+    """Checkpoints written before issue 11 hold only hidden and dropout in model_args and settings, and
+    no jitter: they load as the model they were trained with (model.LEGACY_ARGS), and --resume
+    accepts them and goes on without jitter, as they were trained."""
     import torch
 
     from pipeline.model import LEGACY_ARGS, WindowLSTM
@@ -64,19 +65,21 @@ def test_a_run_from_before_the_model_options_loads_and_resumes_with_its_own_mode
 
     root, train, _ = caches
     run = tmp_path / "old"
-    fit(TrainSettings(cache=str(train), out=str(run), device="cpu", epochs=1, hidden=16, dropout=0.2,
+    fit(TrainSettings(cache=str(train), out=str(run), device="cpu", epochs=1, hidden=16, dropout=0.2, jitter=False,
                       **LEGACY_ARGS), progress=False)
     for name in ("best.pt", "last.pt"):  # rewrite as the old code wrote them
         checkpoint = torch.load(run / name, weights_only=True)
         checkpoint["model_args"] = {k: checkpoint["model_args"][k] for k in ("feature_dim", "num_classes", "hidden", "dropout")}
         checkpoint["settings"] = {k: v for k, v in checkpoint["settings"].items()
-                                  if k not in MODEL_SETTINGS or k in ("hidden", "dropout")}
+                                  if k not in (*MODEL_SETTINGS, "jitter") or k in ("hidden", "dropout")}
         save_checkpoint(run / name, checkpoint)
     model, checkpoint = load_run(run)
     assert isinstance(model.proj[0], torch.nn.Linear) and isinstance(model.head[0], torch.nn.LayerNorm)
     assert model.pool == "mean+last"
     from pipeline.train import resume_settings
 
-    resumed = fit(resume_settings(run, {"epochs": 2, "device": "cpu"}), resume=True, progress=False)
+    settings = resume_settings(run, {"epochs": 2, "device": "cpu"})
+    assert settings.jitter is False
+    resumed = fit(settings, resume=True, progress=False)
     assert [m["epoch"] for m in resumed.history] == [1, 2]
     assert isinstance(WindowLSTM(4, 2).proj, torch.nn.Identity)  # the new default has no projection

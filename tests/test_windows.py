@@ -47,7 +47,7 @@ def test_batches_hold_each_windows_own_frames_and_pad_short_videos_with_their_la
     lengths = {"v0": 50, "v1": 1, "v2": 12, "v3": 31}
     cache = open_cache(write_cache(tmp_path / "cache", numbered_videos(lengths)))
     windows = cache_windows(cache, cache.video_ids, {"a": 0, "b": 1}, window=10, stride=7)
-    batches = EpochBatches(len(windows), batch_size=4, shuffle=False)
+    batches = EpochBatches(windows, batch_size=4, shuffle=False)
     if mode == "ram":
         loader = RamBatches(*load_features(cache, cache.video_ids), windows, batches)
     else:  # one worker process: the cache is opened lazily in it
@@ -68,15 +68,16 @@ def video_id_number(video_id: str) -> int:
 
 
 def test_batches_are_shuffled_by_seed_and_epoch_alone():
+    hundred = build_windows(["v"], [129], [0], window=30, stride=1)
     def order(seed, epoch):
-        b = EpochBatches(100, 16, shuffle=True, seed=seed)
+        b = EpochBatches(hundred, 16, shuffle=True, seed=seed)
         b.set_epoch(epoch)
-        return torch.cat(list(b)).tolist()
+        return torch.cat([idx for idx, _ in b]).tolist()
 
     assert order(0, 3) == order(0, 3)
     assert order(0, 3) != order(0, 4) and order(0, 3) != order(1, 3)
     assert sorted(order(0, 3)) == list(range(100))
-    assert len(EpochBatches(100, 16, shuffle=False)) == 7
+    assert len(EpochBatches(hundred, 16, shuffle=False)) == 7
 
 
 def test_the_split_is_by_video_stratified_by_label_and_fixed_by_the_seed():
@@ -138,3 +139,22 @@ def test_the_reader_keeps_at_most_max_open_files_open_and_reads_the_same_after_e
             assert len(cache._files) <= 2
     cache.close()
     assert not cache._files
+
+
+def test_jitter_moves_each_training_window_within_its_stride_and_never_past_its_video():
+    windows = build_windows(["a", "b", "c"], [100, 47, 12], [0, 1, 0], window=30, stride=15)
+    latest = np.maximum(windows.lengths[windows.video] - 30, 0)
+
+    def starts(epoch, jitter=True, seed=0):
+        b = EpochBatches(windows, 4, shuffle=True, seed=seed, jitter=jitter)
+        b.set_epoch(epoch)
+        pairs = [(int(i), int(s)) for idx, start in b for i, s in zip(idx, start)]
+        assert sorted(i for i, _ in pairs) == list(range(len(windows)))
+        return np.array([s for _, s in sorted(pairs)])
+
+    seen = np.stack([starts(epoch) for epoch in range(20)])
+    assert (seen >= windows.start).all() and (seen < windows.start + 15).all() and (seen <= latest).all()
+    assert len({tuple(row) for row in seen}) > 10  # other crops every epoch
+    assert (seen.max(0) > windows.start)[latest > windows.start].all()  # every window that can move does
+    assert (starts(3) == starts(3)).all() and (starts(3) != starts(3, seed=1)).any()  # by (seed, epoch) alone
+    assert (starts(5, jitter=False) == windows.start).all()
