@@ -57,7 +57,6 @@ CONFIGS = {  # in the order they run: the most telling first
     "plain128-proj128": (dict(hidden=128, project=128), {}),
     # second round: each epoch's training windows at random offsets within the stride (windows.EpochBatches)
     "deltas128-jitter": (dict(hidden=128, inputs="deltas"), {"jitter": True}),  # the default since
-    "deltas128-jitter-60ep": (dict(hidden=128, inputs="deltas"), {"jitter": True, "epochs": 60}),
     "deltas128-jitter-mean": (dict(hidden=128, inputs="deltas", pool="mean"), {"jitter": True}),
     "both128-jitter": (dict(hidden=128, inputs="both"), {"jitter": True}),
     "deltas+centered128-jitter": (dict(hidden=128, inputs="deltas+centered"), {"jitter": True}),
