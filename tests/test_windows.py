@@ -158,3 +158,23 @@ def test_jitter_moves_each_training_window_within_its_stride_and_never_past_its_
     assert (seen.max(0) > windows.start)[latest > windows.start].all()  # every window that can move does
     assert (starts(3) == starts(3)).all() and (starts(3) != starts(3, seed=1)).any()  # by (seed, epoch) alone
     assert (starts(5, jitter=False) == windows.start).all()
+
+
+@pytest.mark.parametrize("mode", ["ram", "stream"])
+def test_jittered_batches_hold_each_windows_moved_frames_in_ram_and_streamed(tmp_path, mode):
+    lengths = {"v0": 50, "v1": 1, "v2": 12, "v3": 31}
+    cache = open_cache(write_cache(tmp_path / "cache", numbered_videos(lengths)))
+    windows = cache_windows(cache, cache.video_ids, {"a": 0, "b": 1}, window=10, stride=7)
+    batches = EpochBatches(windows, batch_size=4, shuffle=False, seed=3, jitter=True)
+    if mode == "ram":
+        loader = RamBatches(*load_features(cache, cache.video_ids), windows, batches)
+    else:
+        loader = StreamBatches(cache, windows, batches, workers=1)
+    loader.set_epoch(2)
+    expected = torch.cat([start for _, start in batches])  # the same epoch's starts, as the loader used them
+    x = torch.cat([xb for xb, _ in loader])
+    assert (expected != torch.as_tensor(windows.start)).any()
+    for i, (video, start) in enumerate(zip(windows.video, expected.tolist())):
+        n = lengths[windows.ids[video]]
+        assert (x[i, :, 0] == int(video_id_number(windows.ids[video]))).all()
+        assert x[i, :, 1].tolist() == [min(start + k, n - 1) for k in range(10)]
