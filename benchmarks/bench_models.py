@@ -73,18 +73,12 @@ def settings_for(config: str, cache: str, seed: int, epochs: int):
     from pipeline.train import TrainSettings
 
     model, overrides = CONFIGS[config]
-    overrides = {k: v for k, v in overrides.items() if k != "epochs"}  # see config_epochs
     base = {k: getattr(TrainSettings(), k) for k in MODEL_KEYS}
     base.update({"hidden": 128, "dropout": 0.0, "input_dropout": 0.0, "project": None, "pool": "last",
                  "head_norm": False, "layers": 1, "bidirectional": False, "inputs": "features",
                  "weight_decay": 0.01, "lr": 1e-3, "jitter": False})
     return TrainSettings(cache=cache, out="", seed=seed, epochs=epochs, device="cpu", data="ram",
                          **{**base, **model, **overrides})
-
-
-def config_epochs(config: str, default: int) -> int:
-    """A config's epochs: its own where it names them, else --epochs."""
-    return CONFIGS[config][1].get("epochs", default)
 
 
 # --- best-checkpoint rules: each maps an epoch's validation metrics to a key, the highest wins (ties: earliest)
@@ -277,8 +271,8 @@ def main(argv=None) -> int:
         done = list({(r["config"], r["task"], r["seed"], r["epochs"]): r for r in done}.values())  # a rerun's last
     have = {(r["config"], r["task"], r["seed"], r["epochs"]) for r in done}
     # config by config, so whatever has finished when a run is cut short is whole configs
-    jobs = [(c, t, s, root, a.weights, config_epochs(c, a.epochs)) for c in a.configs for s in a.seeds
-            for t in a.tasks if (c, t, s, config_epochs(c, a.epochs)) not in have and not a.report_only]
+    jobs = [(c, t, s, root, a.weights, a.epochs) for c in a.configs for s in a.seeds for t in a.tasks
+            if (c, t, s, a.epochs) not in have and not a.report_only]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(a.jobs) as pool, open(results_path, "a") as f:
         for i, r in enumerate(pool.map(run_one, jobs)):
@@ -288,7 +282,7 @@ def main(argv=None) -> int:
             print(f"[{i + 1}/{len(jobs)}, {time.perf_counter() - t0:.0f} s] {r['config']} {r['task']} seed {r['seed']}: "
                   f"held-out {pick(r['history'], RULES[a.rule])['heldout_video_acc']:.2f}", flush=True)
     results = [r for r in done if r["config"] in a.configs and r["task"] in a.tasks and r["seed"] in a.seeds
-               and r["epochs"] == config_epochs(r["config"], a.epochs)]
+               and r["epochs"] == a.epochs]
     rates = speed(a.configs, a.speed_seconds, threads=a.speed_threads) if a.speed_seconds > 0 else {}
     print()
     print(table(results, a.configs, a.tasks, rates, a.rule))

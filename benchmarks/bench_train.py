@@ -124,7 +124,7 @@ class ProjectPath:
     def __init__(self, s: TrainSettings, cache, train_w, mode: str, classes: int, device: torch.device):
         self.s, self.device = s, device
         (self.loader,), _ = make_batches(cache, [train_w], mode, s.batch_size, [True], s.seed, s.workers, device,
-                                         progress=False)
+                                         progress=False, jitter=s.jitter)
         self.model, self.optimizer = new_model(s, int(cache.settings["feature_dim"]), classes, device)
         self.criterion = nn.CrossEntropyLoss()
 

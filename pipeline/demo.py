@@ -13,6 +13,7 @@ at chance.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -25,7 +26,7 @@ from .cache import open_cache
 from .extract import ExtractOptions, extract
 from .features import WeightsError, resolve_weights
 from .inputs import find_videos
-from .train import TrainSettings, evaluate_run, fit
+from .train import TrainSettings, evaluate_run, fit, load_checkpoint, training_differences
 from .windows import cache_windows
 
 CLASSES = ("moves_left", "moves_right")
@@ -153,6 +154,11 @@ def run_demo(out: str, data: str, log: Callable[[str], None]) -> int:
 
     log(f"3/4 train: LSTM on 1-second windows, default settings -> {out_dir / 'run'}")
     settings = TrainSettings(cache=str(caches["train"]), out=str(out_dir / "run"))
+    last = out_dir / "run" / "last.pt"
+    if last.exists() and training_differences(load_checkpoint(last), settings):
+        # a run of an earlier version's defaults: this demo's own run, so it starts afresh
+        log("    the run there was trained with other default settings (an earlier version): training it anew")
+        shutil.rmtree(out_dir / "run")
     result = fit(settings, resume=True, log=lambda line: log("    " + line))
 
     log("4/4 evaluate on the held-out videos (never trained on), beside an order-blind baseline")

@@ -152,6 +152,13 @@ def _saved_settings(checkpoint: dict) -> dict:
     return {"jitter": False, **_with_legacy_model(checkpoint["settings"])}
 
 
+def training_differences(checkpoint: dict, s: TrainSettings) -> list[str]:
+    """The settings `s` does not share with the run of `checkpoint` and that `--resume` may not change."""
+    saved = _saved_settings(checkpoint)
+    return [f"{k}: {saved.get(k)!r} (run) != {v!r} (now)"
+            for k, v in asdict(s).items() if k not in RESUMABLE and saved.get(k) != v]
+
+
 def model_args(s: TrainSettings, feature_dim: int, num_classes: int) -> dict:
     return {"feature_dim": feature_dim, "num_classes": num_classes, **{k: getattr(s, k) for k in MODEL_SETTINGS}}
 
@@ -343,9 +350,7 @@ def fit(settings: TrainSettings, resume: bool = False, progress: bool = True,
         if not resume:
             raise TrainError(f"{out} already holds a run (last.pt); pass --resume to continue it, or another --out")
         checkpoint = load_checkpoint(last_path)
-        saved = _saved_settings(checkpoint)
-        diffs = [f"{k}: {saved.get(k)!r} (run) != {v!r} (now)"
-                 for k, v in asdict(s).items() if k not in RESUMABLE and saved.get(k) != v]
+        diffs = training_differences(checkpoint, s)
         if diffs:
             raise TrainError(f"{out}: --resume with other settings than the run's:\n  " + "\n  ".join(diffs))
         if checkpoint["epoch"] >= s.epochs:  # done already: no need to read any data

@@ -173,7 +173,8 @@ class EpochBatches:
     by (seed, epoch) alone, so resuming repeats them.
 
     jitter: each epoch, every window starts a random 0 to stride-1 frames after its place on the
-    grid, never past its video's last whole window. Over the epochs the model sees one-second crops
+    grid, never past its video's last whole window (a move past it is clamped there, so the last
+    window of a video moves less). Over the epochs the model sees one-second crops
     at every offset of the training videos, not the same few, for the same cost per epoch: random
     temporal cropping, as video training recipes do (torchvision's video references sample random
     clips). On the task suite it took held-out video accuracy on the order-only tasks from 0.81 to

@@ -86,3 +86,16 @@ def test_the_demo_runs_end_to_end_and_compares_with_an_order_blind_baseline(tmp_
     assert len(list((tmp_path / "data" / "train").rglob("*.mp4"))) == 8
     assert len(list((tmp_path / "data" / "heldout").rglob("*.mp4"))) == 4
     assert "held-out videos" in out
+
+    # Run again over the folder of an earlier version, whose defaults differ (no jitter then): the
+    # demo's own run is trained anew, where a plain --resume would refuse the other settings.
+    from pipeline.train import save_checkpoint
+
+    for name in ("best.pt", "last.pt"):
+        checkpoint = torch.load(tmp_path / "out" / "run" / name, weights_only=True)
+        del checkpoint["settings"]["jitter"]
+        save_checkpoint(tmp_path / "out" / "run" / name, checkpoint)
+    code = main(["demo", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "data")])
+    out = capsys.readouterr().out
+    assert code == 0 and "training it anew" in out and "held-out videos" in out
+    assert torch.load(tmp_path / "out" / "run" / "last.pt", weights_only=True)["settings"]["jitter"] is True
