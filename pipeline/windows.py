@@ -174,11 +174,12 @@ class EpochBatches:
 
     jitter: each epoch, every window starts a random 0 to stride-1 frames after its place on the
     grid, never past its video's last whole window (a move past it is clamped there, so the last
-    window of a video moves less). Over the epochs the model sees one-second crops
-    at every offset of the training videos, not the same few, for the same cost per epoch: random
-    temporal cropping, as video training recipes do (torchvision's video references sample random
-    clips). On the task suite it took held-out video accuracy on the order-only tasks from 0.81 to
-    0.88, 0.83 to 0.90 on caches of the current stage one (BENCHMARKS.md, "Stage two: choosing the model")."""
+    window of a video moves less). Over the epochs the model sees one-second crops at every offset
+    of the training videos, not the same few, for the same cost per epoch: random temporal
+    cropping, as video training recipes do (torchvision's video references sample random clips).
+    On the task suite it took held-out video accuracy on the order-only tasks from 0.81 to 0.88,
+    and from 0.83 to 0.90 on caches of the current stage one (BENCHMARKS.md, "Stage two: choosing
+    the model")."""
 
     def __init__(self, windows: Windows, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0,
                  world: int = 1, jitter: bool = False):
