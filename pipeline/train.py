@@ -302,8 +302,9 @@ def _rank(metrics: dict) -> tuple:
     (higher rank wins). With a few validation videos, video accuracy moves in steps of one video and
     ties for many epochs; window accuracy has about five times the resolution, and a tie goes to the
     more trained epoch. On the ablation's runs (BENCHMARKS.md, "Stage two: choosing the model") this
-    rule's picks held best on the held-out clips, if only by a point or two; the lowest validation
-    loss held worst (it often keeps an early epoch, before the model is confident)."""
+    rule's picks held as well as any rule's on the held-out clips (the best with the default model on
+    caches of the current stage one; within one clip of 24 of the best elsewhere); the lowest
+    validation loss held worst (it often keeps an early epoch, before the model is confident)."""
     return (metrics["val_window_acc"], metrics["epoch"])
 
 
