@@ -33,10 +33,6 @@ import temporal_tasks as tt  # noqa: E402
 WEIGHT_DECAYS = (1e-4, 1e-2, 1e-1, 1.0)
 
 
-def clip_rng(task: str, split: str, label_index: int, number: int):
-    return np.random.default_rng([tt.task_id(task), tt.SPLIT_SEEDS[split], label_index, number])
-
-
 def logistic_probe(x_train, y_train, x_test, y_test, weight_decay: float):
     """(train accuracy, held-out accuracy, unit direction in the raw input space) of a linear probe."""
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
@@ -66,7 +62,8 @@ def events_onsets(root, weights, split, mean, std):
     for vid in cache.video_ids:
         label = tt.CLASSES["events"].index(cache.label(vid))
         number = int(Path(vid).stem.split("_")[-1])
-        frames = np.stack(tt.clip_frames("events", label, clip_rng("events", split, label, number))).astype(np.float32)
+        rng = tt.clip_rng("events", split, label, number)
+        frames = np.stack(tt.clip_frames("events", label, rng)).astype(np.float32)
         changed = np.abs(frames - np.median(frames, 0)).sum(-1) > 60  # (T, H, W): where a flash is
         lit = changed.reshape(len(frames), -1).any(1)
         x = (cache.features(vid) - mean) / std
@@ -84,8 +81,9 @@ def appearance_data(task, split, per_class, extractor):
     x, y = [], []
     for label in range(2):
         for number in range(per_class):
-            frames = tt.clip_frames(task, label, clip_rng(task, split, label, number))
-            bare = np.clip(tt.backdrop(clip_rng(task, split, label, number)), 0, 255).astype(np.uint8)
+            frames = tt.clip_frames(task, label, tt.clip_rng(task, split, label, number))
+            # the clip's own backdrop alone: backdrop() is the first draw of clip_frames
+            bare = np.clip(tt.backdrop(tt.clip_rng(task, split, label, number)), 0, 255).astype(np.uint8)
             images = torch.from_numpy(np.stack([frames[0], frames[45], bare])).permute(0, 3, 1, 2).contiguous()
             f = extractor(resize_and_crop(images)).numpy()
             x += [f[0] - f[2], f[1] - f[2]]

@@ -205,6 +205,11 @@ def task_id(task: str) -> int:
     return TASKS.index(task) + 1
 
 
+def clip_rng(task: str, split: str, label_index: int, number: int):
+    """The generator of one clip: its scene, object and motion (and nothing else) come from it."""
+    return np.random.default_rng([task_id(task), SPLIT_SEEDS[split], label_index, number])
+
+
 def make_videos(task: str, split: str, folder: Path, per_class: int | None = None) -> None:
     """The clips of one task and split, in folder/<label>/<label>_NN.mp4; existing files are kept."""
     per_class = per_class or (TRAIN_PER_CLASS if split == "train" else HELDOUT_PER_CLASS)
@@ -212,8 +217,7 @@ def make_videos(task: str, split: str, folder: Path, per_class: int | None = Non
         for number in range(per_class):
             path = folder / label / f"{label}_{number:02d}.mp4"
             if not path.exists():
-                rng = np.random.default_rng([task_id(task), SPLIT_SEEDS[split], label_index, number])
-                write_clip(path, clip_frames(task, label_index, rng))
+                write_clip(path, clip_frames(task, label_index, clip_rng(task, split, label_index, number)))
 
 
 def weights_tag(weights: str) -> str:

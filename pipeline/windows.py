@@ -185,11 +185,10 @@ class EpochBatches:
                  world: int = 1, jitter: bool = False):
         self.n, self.batch_size, self.shuffle, self.seed, self.epoch = len(windows), batch_size, shuffle, seed, 0
         self.rank, self.world = rank, world  # data-parallel training: this process's share of the batches
-        self.start = torch.as_tensor(windows.start)
+        self.start, self.stride = torch.as_tensor(windows.start), windows.stride
         self.latest = None  # each window's latest start, where jittering
         if jitter and windows.stride > 1 and len(windows):
             self.latest = torch.as_tensor(np.maximum(windows.lengths[windows.video] - windows.window, 0))
-            self.stride = windows.stride
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
