@@ -72,7 +72,7 @@ def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, matrix: str = 
     chroma = torch.stack([2 * (1 - kr) * cr,
                           -(2 * kb * (1 - kb) / kg) * cb - (2 * kr * (1 - kr) / kg) * cr,
                           2 * (1 - kb) * cb], dim=1)
-    fy, fx = _subsampling(y, u)
+    fy, fx = chroma_subsampling(y, u)
     if (fy, fx) != (1, 1):
         chroma = chroma.repeat_interleave(fy, dim=2).repeat_interleave(fx, dim=3)
     chroma = chroma[..., :y.shape[-2], :y.shape[-1]]
@@ -129,14 +129,15 @@ def _uncrop(planes: list[torch.Tensor], size: tuple[int, int], region: tuple[int
     luma = planes[0]
     full = []
     for p in planes:
-        fy, fx = _subsampling(luma, p)
+        fy, fx = chroma_subsampling(luma, p)
         canvas = torch.zeros((p.shape[0], -(-height // fy), -(-width // fx)), dtype=p.dtype, device=p.device)
         canvas[:, top // fy:top // fy + p.shape[1], left // fx:left // fx + p.shape[2]] = p
         full.append(canvas)
     return full
 
 
-def _subsampling(luma: torch.Tensor, plane: torch.Tensor) -> tuple[int, int]:
+def chroma_subsampling(luma, plane) -> tuple[int, int]:
     """(rows, columns) of luma per chroma sample: 1 or 2 for the 4:2:0, 4:2:2 and 4:4:4 handed over
-    (an odd size's chroma plane covers its last pixel alone: 333 wide has 167 chroma columns)."""
+    (an odd size's chroma plane covers its last pixel alone: 333 wide has 167 chroma columns).
+    Reads only the shapes: tensors here, the decoder's numpy planes in video.py."""
     return (1 if plane.shape[-2] == luma.shape[-2] else 2), (1 if plane.shape[-1] == luma.shape[-1] else 2)

@@ -28,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .preprocess import needed_region
+from .preprocess import chroma_subsampling, needed_region
 
 MAX_CHUNK_FRAMES = 128  # output frames per chunk handed to the CNN side
 WARM_UP_FRAMES = 8  # frames whose timestamps are looked at before the first is timed (see _PresentationClock)
@@ -402,7 +402,7 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
         planes = tuple(_plane(p) for p in frame.planes[:3])
         if not meta["rotation"]:  # hand over only what the centre crop is made of (half of 720p)
             top, bottom, left, right = needed_region(frame.width, frame.height)
-            fy, fx = frame.height // planes[1].shape[0], frame.width // planes[1].shape[1]
+            fy, fx = chroma_subsampling(planes[0], planes[1])
             planes = (planes[0][top:bottom, left:right],
                       *(p[top // fy:-(-bottom // fy), left // fx:-(-right // fx)] for p in planes[1:]))
             meta["region"] = (top, left)
