@@ -10,7 +10,9 @@ saying so, and measured slower on the others (BENCHMARKS.md, bench_decode.py), h
   MPEG transport and program streams (.ts .mts .m2ts .mpg .mpeg .vob .m2v: decord fails on H.264
   with B-frames there, drops MPEG-2's first GOP and pads the end, and gives no timestamps for some
   program-stream frames); video that is not 8-bit YUV of even width and height (decord's RGB of
-  10-bit H.264 is up to 60 levels off FFmpeg's, of a 175x143 frame 26); video longer than 200 s
+  10-bit H.264 is up to 60 levels off FFmpeg's, of a 175x143 frame 26); interlaced video (decord
+  converts both fields' chroma as one picture: up to 166 levels off at moving colour edges, where
+  FFmpeg converts each field on its own); video longer than 200 s
   (decord's float32 timestamps cannot place 29.97 fps frames to 33 us past that); and any file
   whose decord timestamps are missing (its marker is about -1e14 s; AVI files with B-frames get it
   for every frame), not finite, out of order, or past the file's own duration, or whose frames
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .video import (MAX_CHUNK_BYTES, MAX_CHUNK_FRAMES, YUV_FORMATS, Chunk, Frames, VideoError, VideoReader,
-                    float32_time_tolerance, resample)
+                    float32_time_tolerance, resample, video_stream)
 
 DECODERS = ("auto", "pyav", "decord")
 # Containers decord decodes wrong, or not at all, with H.264 B-frames or MPEG-2 (DESIGN.md, issue 10).
@@ -33,6 +35,7 @@ NOT_FOR_DECORD = {".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".vob", ".m2v"}
 # decord's timestamps are float32: past about 200 s they cannot tell a 29.97 fps frame that starts
 # 33 us after k/30 from one on screen at k/30.
 MAX_DECORD_SECONDS = 200
+PROGRESSIVE = 1  # FFmpeg's AVFieldOrder: 0 unknown, 1 progressive, 2-5 the interlaced field orders
 
 
 def open_video(path: str | Path, fps: float, handover: str = "rgb", decoder: str = "auto"):
@@ -46,17 +49,18 @@ def open_video(path: str | Path, fps: float, handover: str = "rgb", decoder: str
 
 
 def _fit_for_decord(path) -> bool:
-    """From the header (read by PyAV, no frame decoded): 8-bit planar YUV of even width and height,
-    at most MAX_DECORD_SECONDS long."""
+    """From the header (read by PyAV, no frame decoded): progressive 8-bit planar YUV of even width
+    and height, at most MAX_DECORD_SECONDS long."""
     import av
 
     try:
         with av.open(str(path)) as container:
-            codec = container.streams.video[0].codec_context
+            codec = video_stream(container).codec_context
             seconds = (container.duration or 0) / 1e6
             return (codec.format is not None and codec.format.name in YUV_FORMATS and codec.width % 2 == 0
-                    and codec.height % 2 == 0 and seconds <= MAX_DECORD_SECONDS)
-    except (av.error.FFmpegError, IndexError):
+                    and codec.height % 2 == 0 and seconds <= MAX_DECORD_SECONDS
+                    and codec.field_order <= PROGRESSIVE)
+    except (av.error.FFmpegError, AttributeError):  # (AttributeError: no video stream)
         return False  # PyAV will say what is wrong with it
 
 

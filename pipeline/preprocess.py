@@ -41,23 +41,30 @@ def center_crop_box(width: int, height: int, crop: int = CROP_SIZE) -> tuple[int
 def needed_region(width: int, height: int, short_side: int = RESIZE_SHORT_SIDE, crop: int = CROP_SIZE):
     """(top, bottom, left, right): the source pixels the centre crop of the resized frame is made of,
     with the resize filter's reach around them, on even rows and columns (so subsampled chroma planes
-    crop with them). A decode worker hands over only these; the rest cannot change the crop."""
+    crop with them; rows on multiples of 4, so an interlaced frame's chroma rows, which alternate
+    between its two fields, crop with them too). A decode worker hands over only these; the rest
+    cannot change the crop."""
     new_width, new_height = resized_size(width, height, short_side)
     top, left = center_crop_box(new_width, new_height, crop)
 
-    def span(start, size, new_size):
+    def span(start, size, new_size, align):
         scale = size / new_size
         reach = math.ceil(max(scale, 1.0)) + 2  # antialiased bilinear reads up to `scale` pixels each side
-        first = max(int(math.floor(start * scale)) - reach, 0) // 2 * 2
+        first = max(int(math.floor(start * scale)) - reach, 0) // align * align
         last = min(int(math.ceil((start + crop) * scale)) + reach, size)
-        return first, min(last + last % 2, size)
+        return first, min(-(-last // align) * align, size)
 
-    return (*span(top, height, new_height), *span(left, width, new_width))
+    return (*span(top, height, new_height, 4), *span(left, width, new_width, 2))
 
 
 def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, matrix: str = "bt470bg",
-               full_range: bool = False) -> torch.Tensor:
-    """8-bit planar YUV (n, H, W), (n, h, w), (n, h, w) -> uint8 RGB (n, 3, H, W), as swscale converts it."""
+               full_range: bool = False, interlaced: bool = False) -> torch.Tensor:
+    """8-bit planar YUV (n, H, W), (n, h, w), (n, h, w) -> uint8 RGB (n, 3, H, W), as swscale converts it.
+
+    `interlaced`: the frames are flagged as two interleaved fields. swscale then converts each field
+    on its own, so a 4:2:0 frame's chroma row j belongs to field j % 2: luma rows 0, 1, 2, 3 take
+    chroma rows 0, 1, 0, 1 (not 0, 0, 1, 1), rows 4-7 take 2, 3, 2, 3, and so on. Converted as one
+    progressive picture instead, moving colour edges come out up to 90 levels off FFmpeg's RGB."""
     kr, kb = MATRICES.get(matrix, MATRICES["bt470bg"])
     kg = 1.0 - kr - kb
     if full_range:
@@ -73,13 +80,19 @@ def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, matrix: str = 
                           -(2 * kb * (1 - kb) / kg) * cb - (2 * kr * (1 - kr) / kg) * cr,
                           2 * (1 - kb) * cb], dim=1)
     fy, fx = chroma_subsampling(y, u)
-    if (fy, fx) != (1, 1):
-        chroma = chroma.repeat_interleave(fy, dim=2).repeat_interleave(fx, dim=3)
+    subsampled = (fy, fx) != (1, 1)
+    if interlaced and fy == 2:
+        rows = torch.arange(y.shape[-2], device=chroma.device)
+        chroma = chroma.index_select(2, (2 * (rows // 4) + rows % 2).clamp_(max=chroma.shape[2] - 1))
+    elif fy == 2:
+        chroma = chroma.repeat_interleave(2, dim=2)
+    if fx == 2:
+        chroma = chroma.repeat_interleave(2, dim=3)
     chroma = chroma[..., :y.shape[-2], :y.shape[-1]]
     rgb = chroma.add_(luma[:, None])
     # swscale converts subsampled chroma with fixed-point tables that land lower (floor: within 3
     # levels of it, mean 0.5) and 4:4:4 with its general scaler, which rounds (within 2, mean 0.02)
-    rgb = rgb.floor_() if (fy, fx) != (1, 1) else rgb.round_()
+    rgb = rgb.floor_() if subsampled else rgb.round_()
     return rgb.clamp_(0, 255).to(torch.uint8)
 
 
@@ -109,7 +122,8 @@ def to_crops(frames: dict, device: torch.device | str = "cpu") -> torch.Tensor:
     if frames.get("region"):  # only the pixels the crop needs came: put them back where they were
         planes = _uncrop(planes, frames["size"], frames["region"])
     if frames["kind"] == "yuv":
-        rgb = yuv_to_rgb(*planes, matrix=frames["matrix"], full_range=frames["full_range"])
+        rgb = yuv_to_rgb(*planes, matrix=frames["matrix"], full_range=frames["full_range"],
+                         interlaced=frames.get("interlaced", False))
     else:
         rgb = planes[0].permute(0, 3, 1, 2)
     if frames["rotation"]:

@@ -135,7 +135,8 @@ class Frames:
 
     kind "yuv": `planes` = (Y (n, H, W), U (n, h, w), V (n, h, w)), 8-bit, with `matrix` (FFmpeg's
     colorspace name) and `full_range`: converted by torch on the CNN's device. kind "rgb": `planes` = (RGB (n, H, W, 3) uint8,), converted by FFmpeg (swscale).
-    `rotation`: degrees counterclockwise the frames must turn to be upright (the display matrix)."""
+    `rotation`: degrees counterclockwise the frames must turn to be upright (the display matrix).
+    `interlaced`: the decoder flags the frames as two interleaved fields (see preprocess.yuv_to_rgb)."""
 
     kind: str
     planes: tuple
@@ -145,13 +146,15 @@ class Frames:
     region: tuple[int, int] | None = None  # (top, left) where the planes lie when only the crop's part came
     matrix: str = "bt470bg"
     full_range: bool = False
+    interlaced: bool = False
 
     def to_dict(self) -> dict:  # what crosses from a decode worker: tensors and plain values
         import torch
 
         return {"kind": self.kind, "planes": [torch.from_numpy(p) for p in self.planes],
                 "repeats": torch.from_numpy(self.repeats), "rotation": self.rotation, "size": self.size,
-                "region": self.region, "matrix": self.matrix, "full_range": self.full_range}
+                "region": self.region, "matrix": self.matrix, "full_range": self.full_range,
+                "interlaced": self.interlaced}
 
 
 @dataclass
@@ -190,12 +193,12 @@ class VideoReader:
             self.container = av.open(str(self.path), metadata_errors="ignore")
         except av.error.FFmpegError as e:
             raise VideoError(f"not a readable video container: {_one_line(e)} (truncated, or not a video file)") from None
-        streams = self.container.streams
-        if not streams.video:
-            kinds = sorted({s.type for s in streams})
+        self.stream = video_stream(self.container)
+        if self.stream is None:
+            kinds = sorted({s.type for s in self.container.streams if not _is_picture(s)})
+            kinds += ["a cover picture"] * any(_is_picture(s) for s in self.container.streams)
             self.close()  # (after reading the streams: they are freed with the container)
             raise VideoError("no video stream" + (f" (the file holds only {', '.join(kinds)})" if kinds else ""))
-        self.stream = streams.video[0]
         codec = self.stream.codec_context
         name = codec.name if codec is not None else ""
         if codec is None or codec.codec is None or name in ("", "none", "unknown"):
@@ -335,7 +338,7 @@ class _PresentationClock:
 class _ChunkBuilder:
     """Collects the frames that are shown, converted for the hand-over, into Chunks (`done`): at most
     `max_frames` output frames each (a frame shown longer is split across chunks) and one description
-    of the pixels each (a chunk is closed when the colour matrix, range or rotation changes)."""
+    of the pixels each (a chunk is closed when the colour matrix, range, interlacing or rotation changes)."""
 
     def __init__(self, reader: VideoReader, max_frames: int):
         self.reader, self.max_frames = reader, max_frames
@@ -379,10 +382,24 @@ class _ChunkBuilder:
         frames = Frames(kind=meta.get("kind", "rgb"), planes=planes, repeats=repeats, rotation=meta.get("rotation", 0),
                         matrix=meta.get("matrix", "bt470bg"),
                         full_range=meta.get("full_range", False), size=(meta.get("height", 0), meta.get("width", 0)),
-                        region=meta.get("region"))
+                        region=meta.get("region"), interlaced=meta.get("interlaced", False))
         self.times_from += count
         self.images, self.repeats, self.source, self.bytes = [], [], [], 0
         return Chunk(times=times, source_index=source_index, frames=frames)
+
+
+def video_stream(container):
+    """The file's first video stream that is not a still picture, or None. A cover picture (an
+    audio file's album art, a thumbnail in an MP4 or Matroska file) is a one-frame video stream to
+    FFmpeg: read as the video, an audio file would be stored as one frame of its cover."""
+    return next((s for s in container.streams.video if not _is_picture(s)), None)
+
+
+def _is_picture(stream) -> bool:
+    import av
+
+    still = av.stream.Disposition.attached_pic | av.stream.Disposition.still_image
+    return stream.type == "video" and bool(stream.disposition & still)
 
 
 def _rotation(frame) -> int:
@@ -407,7 +424,8 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
                       *(p[top // fy:-(-bottom // fy), left // fx:-(-right // fx)] for p in planes[1:]))
             meta["region"] = (top, left)
         planes = tuple(p.copy() for p in planes)  # off the decoder's buffers, which it reuses
-        meta.update(kind="yuv", matrix=_matrix(frame), full_range=name.startswith("yuvj") or _full_range(frame))
+        meta.update(kind="yuv", matrix=_matrix(frame), full_range=name.startswith("yuvj") or _full_range(frame),
+                    interlaced=bool(frame.interlaced_frame))
         return planes, meta
     meta.update(kind="rgb")
     return (frame.to_ndarray(format="rgb24", threads=1),), meta

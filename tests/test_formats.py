@@ -158,3 +158,29 @@ def test_a_file_without_video_says_what_it_holds(tmp_path):
     write_audio_only(tmp_path / "song.mp4")
     with pytest.raises(VideoError, match=r"no video stream \(the file holds only audio\)"):
         VideoReader(tmp_path / "song.mp4", 30.0)
+
+
+def add_cover_picture(container):
+    """A PNG cover picture stream (album art, a thumbnail): FFmpeg shows it as a one-frame video stream."""
+    import av
+
+    cover = container.add_stream("png")
+    cover.width, cover.height, cover.pix_fmt = 64, 64, "rgb24"
+    cover.disposition = av.stream.Disposition.attached_pic
+    return cover, av.VideoFrame.from_ndarray(np.full((64, 64, 3), 200, np.uint8), format="rgb24")
+
+
+def test_an_audio_file_with_a_cover_picture_is_not_taken_for_a_one_frame_video(tmp_path):
+    path = tmp_path / "song.m4a.mp4"
+    with av.open(str(path), "w") as container:
+        audio = container.add_stream("aac", rate=16000)
+        cover, picture = add_cover_picture(container)
+        for packet in [*cover.encode(picture), *cover.encode()]:
+            container.mux(packet)
+        sound = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        sound.sample_rate, sound.pts = 16000, 0
+        for packet in [*audio.encode(sound), *audio.encode()]:
+            container.mux(packet)
+    with pytest.raises(VideoError, match=r"no video stream \(the file holds only audio, a cover picture\)"):
+        VideoReader(path, 30.0)
+
