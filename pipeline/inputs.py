@@ -8,7 +8,8 @@ from pathlib import Path
 
 VIDEO_EXTENSIONS = {
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts",
-    ".m2ts", ".vob", ".mxf", ".ogv", ".h264", ".264", ".h265", ".hevc", ".m2v",  # the last: raw streams
+    ".m2ts", ".vob", ".mxf", ".ogv", ".dv", ".asf", ".divx", ".f4v", ".3g2", ".rm", ".rmvb", ".y4m",
+    ".h264", ".264", ".h265", ".hevc", ".m2v",  # the last five: raw streams
 }
 
 
