@@ -11,7 +11,9 @@ half-resolution chroma planes alone, keeps sharp colour edges as torchvision see
 
 from __future__ import annotations
 
+import functools
 import math
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +59,39 @@ def needed_region(width: int, height: int, short_side: int = RESIZE_SHORT_SIDE, 
     return (*span(top, height, new_height, 4), *span(left, width, new_width, 2))
 
 
+@functools.lru_cache(maxsize=64)  # asked for every frame
+def aligned_window(width: int, height: int, short_side: int = RESIZE_SHORT_SIDE, crop: int = CROP_SIZE):
+    """(top, bottom, left, right): a window of the frame that, resized alone at the whole frame's
+    scale, gives every pixel of the centre crop that resizing the whole frame gives. None where no
+    such window leaves out a quarter of the frame or more (then it would not pay for itself).
+
+    A resize from n to m pixels centres output pixel i on source coordinate (i + 0.5) * n / m, so a
+    window that starts where i * n / m is a whole number has the same output grid as the frame: those
+    i are the multiples of m / gcd(n, m). The window runs from the last such i whose source pixel
+    lies beyond the filter's reach before the crop to the first such beyond its reach after it, on
+    even source pixels (subsampled chroma crops with them). A 720p frame's window is 768 of its
+    1280 columns; 320x240 (341 / gcd(320, 341) = 341) has none."""
+    new_width, new_height = resized_size(width, height, short_side)
+    crop_top, crop_left = center_crop_box(new_width, new_height, crop)
+
+    def span(start, size, new_size):
+        scale = Fraction(size, new_size)
+        step = new_size // math.gcd(size, new_size)  # output pixels from one whole source coordinate to the next
+        reach = math.ceil(max(scale, 1)) + 2  # as needed_region's
+        first = math.floor((math.floor(start * scale) - reach) / scale / step) * step
+        last = math.ceil((math.ceil((start + crop) * scale) + reach) / scale / step) * step
+        while first > 0 and (first * scale) % 2:
+            first -= step
+        while last < new_size and (last * scale) % 2:
+            last += step
+        return int(max(first, 0) * scale), int(min(last, new_size) * scale)
+
+    (top, bottom), (left, right) = span(crop_top, height, new_height), span(crop_left, width, new_width)
+    if (bottom - top) * (right - left) > 0.75 * width * height:
+        return None
+    return top, bottom, left, right
+
+
 def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, matrix: str = "bt470bg",
                full_range: bool = False, interlaced: bool = False) -> torch.Tensor:
     """8-bit planar YUV (n, H, W), (n, h, w), (n, h, w) -> uint8 RGB (n, 3, H, W), as swscale converts it.
@@ -96,22 +131,28 @@ def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, matrix: str = 
     return rgb.clamp_(0, 255).to(torch.uint8)
 
 
-def resize_and_crop(rgb: torch.Tensor, short_side: int = RESIZE_SHORT_SIDE, crop: int = CROP_SIZE) -> torch.Tensor:
+def resize_and_crop(rgb: torch.Tensor, short_side: int = RESIZE_SHORT_SIDE, crop: int = CROP_SIZE,
+                    size: tuple[int, int] | None = None, window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """uint8 RGB (n, 3, H, W) -> uint8 (n, crop, crop, 3): torchvision's Resize(short_side) with
     antialiasing, then CenterCrop(crop), as its tensor kernels do on the same device (uint8 natively
-    on a CPU, in float32 then rounded elsewhere)."""
-    height, width = rgb.shape[-2:]
+    on a CPU, in float32 then rounded elsewhere). With `window` (an aligned_window of frames of
+    `size` (H, W)), `rgb` is that window alone, and comes out as the whole frame's crop."""
+    height, width = size or rgb.shape[-2:]
+    top, bottom, left, right = window or (0, height, 0, width)
     new_width, new_height = resized_size(width, height, short_side)
-    if (new_width, new_height) != (width, height):
+    # the window's share of the resized frame: whole pixels, by aligned_window's choice
+    out_top, out_left = top * new_height // height, left * new_width // width
+    out_size = ((bottom - top) * new_height // height, (right - left) * new_width // width)
+    if out_size != tuple(rgb.shape[-2:]):
         if rgb.device.type == "cpu":
-            rgb = F.interpolate(rgb, size=(new_height, new_width), mode="bilinear", antialias=True, align_corners=False)
+            rgb = F.interpolate(rgb, size=out_size, mode="bilinear", antialias=True, align_corners=False)
         else:
-            out = F.interpolate(rgb.float(), size=(new_height, new_width), mode="bilinear", antialias=True,
-                                align_corners=False)
+            out = F.interpolate(rgb.float(), size=out_size, mode="bilinear", antialias=True, align_corners=False)
             rgb = out.round_().clamp_(0, 255).to(torch.uint8)
     if new_width < crop or new_height < crop:
         raise ValueError(f"frames of {width}x{height} cannot be resized for a {crop}x{crop} crop")
-    top, left = center_crop_box(new_width, new_height, crop)
+    crop_top, crop_left = center_crop_box(new_width, new_height, crop)
+    top, left = crop_top - out_top, crop_left - out_left
     return rgb[:, :, top:top + crop, left:left + crop].permute(0, 2, 3, 1).contiguous()
 
 
@@ -128,7 +169,10 @@ def to_crops(frames: dict, device: torch.device | str = "cpu") -> torch.Tensor:
         rgb = planes[0].permute(0, 3, 1, 2)
     if frames["rotation"]:
         rgb = torch.rot90(rgb, k=frames["rotation"] // 90, dims=(2, 3))
-    crops = resize_and_crop(rgb)
+    if frames.get("window"):  # only an aligned window of each frame came, already RGB (see aligned_window)
+        crops = resize_and_crop(rgb, size=frames["size"], window=frames["window"])
+    else:
+        crops = resize_and_crop(rgb)
     repeats = frames["repeats"]
     if bool((repeats != 1).any()):
         crops = crops.repeat_interleave(repeats.to(crops.device), dim=0)

@@ -28,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .preprocess import chroma_subsampling, needed_region
+from .preprocess import aligned_window, chroma_subsampling, needed_region
 
 MAX_CHUNK_FRAMES = 128  # output frames per chunk handed to the CNN side
 WARM_UP_FRAMES = 8  # frames whose timestamps are looked at before the first is timed (see _PresentationClock)
@@ -144,6 +144,7 @@ class Frames:
     rotation: int = 0
     size: tuple[int, int] = (0, 0)  # (height, width) of the decoded frames
     region: tuple[int, int] | None = None  # (top, left) where the planes lie when only the crop's part came
+    window: tuple[int, int, int, int] | None = None  # kind "rgb": only this aligned window of each frame came
     matrix: str = "bt470bg"
     full_range: bool = False
     interlaced: bool = False
@@ -154,7 +155,7 @@ class Frames:
         return {"kind": self.kind, "planes": [torch.from_numpy(p) for p in self.planes],
                 "repeats": torch.from_numpy(self.repeats), "rotation": self.rotation, "size": self.size,
                 "region": self.region, "matrix": self.matrix, "full_range": self.full_range,
-                "interlaced": self.interlaced}
+                "interlaced": self.interlaced, "window": self.window}
 
 
 @dataclass
@@ -382,7 +383,7 @@ class _ChunkBuilder:
         frames = Frames(kind=meta.get("kind", "rgb"), planes=planes, repeats=repeats, rotation=meta.get("rotation", 0),
                         matrix=meta.get("matrix", "bt470bg"),
                         full_range=meta.get("full_range", False), size=(meta.get("height", 0), meta.get("width", 0)),
-                        region=meta.get("region"), interlaced=meta.get("interlaced", False))
+                        region=meta.get("region"), interlaced=meta.get("interlaced", False), window=meta.get("window"))
         self.times_from += count
         self.images, self.repeats, self.source, self.bytes = [], [], [], 0
         return Chunk(times=times, source_index=source_index, frames=frames)
@@ -428,7 +429,28 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
                     interlaced=bool(frame.interlaced_frame))
         return planes, meta
     meta.update(kind="rgb")
+    window = aligned_window(frame.width, frame.height) if (
+        name in YUV_FORMATS and frame.width % 2 == 0 and frame.height % 2 == 0 and not meta["rotation"]
+        and not frame.interlaced_frame) else None  # (a new frame cannot be flagged interlaced: those go whole)
+    if window:  # swscale converts, and torch resizes, only the pixels the crop is made of (60% of 720p)
+        frame = _cut(frame, window)
+        meta["window"] = window
     return (frame.to_ndarray(format="rgb24", threads=1),), meta
+
+
+def _cut(frame, window):
+    """A new frame holding `window` (top, bottom, left, right) of an 8-bit planar YUV frame, with its
+    colour matrix and range, for swscale to convert as it would the whole."""
+    import av
+
+    top, bottom, left, right = window
+    part = av.VideoFrame(right - left, bottom - top, frame.format.name)
+    fy, fx = chroma_subsampling(_plane(frame.planes[0]), _plane(frame.planes[1]))
+    for i, (source, target) in enumerate(zip(frame.planes, part.planes)):
+        dy, dx = (1, 1) if i == 0 else (fy, fx)
+        _plane(target)[:] = _plane(source)[top // dy:bottom // dy, left // dx:right // dx]
+    part.colorspace, part.color_range = frame.colorspace, frame.color_range
+    return part
 
 
 def _plane(plane) -> np.ndarray:

@@ -158,8 +158,10 @@ def test_timestamps_that_run_far_past_the_files_duration_fail_the_video(tmp_path
         list(VideoReader(path, 30.0).chunks())
 
 
-@pytest.mark.parametrize("width, height", [(1280, 720), (320, 240), (176, 144), (144, 256), (333, 187), (3840, 2160)])
-def test_handing_over_only_the_crops_region_gives_the_same_crop(width, height):
+@pytest.mark.parametrize("interlaced", [False, True])
+@pytest.mark.parametrize("width, height", [(1280, 720), (320, 240), (176, 144), (144, 256), (333, 187), (3840, 2160),
+                                           (720, 576)])
+def test_handing_over_only_the_crops_region_gives_the_same_crop(width, height, interlaced):
     import torch
 
     from pipeline.preprocess import needed_region
@@ -169,13 +171,27 @@ def test_handing_over_only_the_crops_region_gives_the_same_crop(width, height):
     u, v = (torch.randint(16, 241, (1, (height + 1) // 2, (width + 1) // 2), dtype=torch.uint8, generator=g)
             for _ in range(2))
     whole = {"kind": "yuv", "planes": [y, u, v], "repeats": torch.ones(1, dtype=torch.long), "rotation": 0,
-             "matrix": "bt709", "full_range": False}
+             "matrix": "bt709", "full_range": False, "interlaced": interlaced}
     top, bottom, left, right = needed_region(width, height)
-    assert top % 2 == 0 and left % 2 == 0
+    assert top % 4 == 0 and left % 2 == 0
     part = dict(whole, size=(height, width), region=(top, left),
                 planes=[y[:, top:bottom, left:right], u[:, top // 2:-(-bottom // 2), left // 2:-(-right // 2)],
                         v[:, top // 2:-(-bottom // 2), left // 2:-(-right // 2)]])
     assert torch.equal(to_crops(whole), to_crops(part))
+
+
+@pytest.mark.parametrize("width, height", [(1280, 720), (1920, 1080), (720, 576), (854, 480), (1080, 1920), (640, 360)])
+def test_resizing_only_an_aligned_window_gives_the_same_crop(width, height):
+    import torch
+
+    from pipeline.preprocess import aligned_window, resize_and_crop
+
+    rgb = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(width))
+    window = aligned_window(width, height)
+    top, bottom, left, right = window
+    assert all(edge % 2 == 0 for edge in window) and (bottom - top) * (right - left) <= 0.75 * width * height
+    part = rgb[:, :, top:bottom, left:right]
+    assert torch.equal(resize_and_crop(rgb), resize_and_crop(part, size=(height, width), window=window))
 
 
 def test_a_29_97_fps_source_keeps_the_right_frame_for_hours():
