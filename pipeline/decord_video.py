@@ -49,18 +49,21 @@ def open_video(path: str | Path, fps: float, handover: str = "rgb", decoder: str
 
 
 def _fit_for_decord(path) -> bool:
-    """From the header (read by PyAV, no frame decoded): progressive 8-bit planar YUV of even width
-    and height, at most MAX_DECORD_SECONDS long."""
+    """From the header (read by PyAV): progressive 8-bit planar YUV of even width and height, at
+    most MAX_DECORD_SECONDS long. Where the header does not say whether the video is interlaced
+    (MPEG-2 in MP4 or MOV, say), the first frame does."""
     import av
 
     try:
         with av.open(str(path)) as container:
-            codec = video_stream(container).codec_context
+            stream = video_stream(container)
+            codec = stream.codec_context
             seconds = (container.duration or 0) / 1e6
-            return (codec.format is not None and codec.format.name in YUV_FORMATS and codec.width % 2 == 0
-                    and codec.height % 2 == 0 and seconds <= MAX_DECORD_SECONDS
-                    and codec.field_order <= PROGRESSIVE)
-    except (av.error.FFmpegError, AttributeError):  # (AttributeError: no video stream)
+            if not (codec.format is not None and codec.format.name in YUV_FORMATS and codec.width % 2 == 0
+                    and codec.height % 2 == 0 and seconds <= MAX_DECORD_SECONDS and codec.field_order <= PROGRESSIVE):
+                return False
+            return codec.field_order == PROGRESSIVE or not next(container.decode(stream)).interlaced_frame
+    except (av.error.FFmpegError, AttributeError, StopIteration):  # (no video stream; no frame)
         return False  # PyAV will say what is wrong with it
 
 

@@ -99,7 +99,9 @@ def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, matrix: str = 
     `interlaced`: the frames are flagged as two interleaved fields. swscale then converts each field
     on its own, so a 4:2:0 frame's chroma row j belongs to field j % 2: luma rows 0, 1, 2, 3 take
     chroma rows 0, 1, 0, 1 (not 0, 0, 1, 1), rows 4-7 take 2, 3, 2, 3, and so on. Converted as one
-    progressive picture instead, moving colour edges come out up to 90 levels off FFmpeg's RGB."""
+    progressive picture instead, moving colour edges come out up to 190 levels off FFmpeg's RGB.
+    (Where the height is not a multiple of 4, each field has an odd number of rows and swscale
+    blends chroma rows: video.py hands such frames over as RGB, as it does odd sizes.)"""
     kr, kb = MATRICES.get(matrix, MATRICES["bt470bg"])
     kg = 1.0 - kr - kb
     if full_range:
@@ -118,7 +120,7 @@ def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, matrix: str = 
     subsampled = (fy, fx) != (1, 1)
     if interlaced and fy == 2:
         rows = torch.arange(y.shape[-2], device=chroma.device)
-        chroma = chroma.index_select(2, (2 * (rows // 4) + rows % 2).clamp_(max=chroma.shape[2] - 1))
+        chroma = chroma.index_select(2, 2 * (rows // 4) + rows % 2)
     elif fy == 2:
         chroma = chroma.repeat_interleave(2, dim=2)
     if fx == 2:

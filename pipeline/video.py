@@ -415,8 +415,10 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
     """The frame's pixels for the CNN side, and what describes them (equal for frames of one chunk)."""
     name = frame.format.name
     meta = {"width": frame.width, "height": frame.height, "format": name, "rotation": _rotation(frame)}
-    # (swscale interpolates the chroma of odd-sized frames instead of repeating it: those go as RGB)
-    if handover == "yuv" and name in YUV_FORMATS and frame.width % 2 == 0 and frame.height % 2 == 0:
+    # (swscale interpolates the chroma of odd-sized frames instead of repeating it, and of interlaced
+    # 4:2:0 frames whose fields have an odd number of rows: those go as RGB)
+    rows = 4 if frame.interlaced_frame else 2
+    if handover == "yuv" and name in YUV_FORMATS and frame.width % 2 == 0 and frame.height % rows == 0:
         planes = tuple(_plane(p) for p in frame.planes[:3])
         if not meta["rotation"]:  # hand over only what the centre crop is made of (half of 720p)
             top, bottom, left, right = needed_region(frame.width, frame.height)
@@ -431,7 +433,7 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
     meta.update(kind="rgb")
     window = aligned_window(frame.width, frame.height) if (
         name in YUV_FORMATS and frame.width % 2 == 0 and frame.height % 2 == 0 and not meta["rotation"]
-        and not frame.interlaced_frame) else None  # (a new frame cannot be flagged interlaced: those go whole)
+        and not frame.interlaced_frame) else None  # (PyAV cannot flag a new frame interlaced: those go whole)
     if window:  # swscale converts, and torch resizes, only the pixels the crop is made of (60% of 720p)
         frame = _cut(frame, window)
         meta["window"] = window

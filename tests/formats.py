@@ -46,6 +46,8 @@ FORMATS = [
     Format("mpeg2_2997.ts", "mpeg2video", "yuv420p", fps=Fraction(30000, 1001), options={"g": "15", "bf": "2"}),
     Format("mpeg2_interlaced.ts", "mpeg2video", "yuv420p", fps=Fraction(30000, 1001),
            options={"g": "15", "bf": "2", "flags": "+ilme+ildct"}),  # broadcast: two fields a frame
+    Format("mpeg2_interlaced_146.mov", "mpeg2video", "yuv420p", size=(176, 146), frames=12,
+           options={"g": "15", "bf": "2", "flags": "+ilme+ildct"}),  # fields of 73 rows; unknown field order in MOV
     Format("mpeg2_dvd.mpg", "mpeg2video", "yuv420p", container="vob", fps=Fraction(30000, 1001),
            options={"g": "15", "bf": "2"}),
     Format("mpeg4.avi", "mpeg4", "yuv420p", options={"bf": "1", "qscale": "2"}),

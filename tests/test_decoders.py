@@ -19,6 +19,7 @@ PYAV_EVEN_UNDER_DECORD = {
     "h264_portrait.mp4",  # 4-channel frames from decord2 at 144 wide
     "ffv1_odd_size.mkv",  # an odd size (decord's RGB is 26 levels off there)
     "h264_interlaced.mkv",  # interlaced (decord's RGB is up to 166 levels off at moving colour edges)
+    "mpeg2_interlaced_146.mov",  # the same, though its header does not say so (its first frame does)
 }
 
 
