@@ -434,6 +434,8 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
     window = aligned_window(frame.width, frame.height) if (
         name in YUV_FORMATS and frame.width % 2 == 0 and frame.height % 2 == 0 and not meta["rotation"]
         and not frame.interlaced_frame) else None  # (PyAV cannot flag a new frame interlaced: those go whole)
+    # (10- and 12-bit frames go whole: swscale upsamples their chroma by the frame's chroma location,
+    # which PyAV cannot set on a new frame; cut, a 10-bit HEVC frame came out 33 levels off)
     if window:  # swscale converts, and torch resizes, only the pixels the crop is made of (60% of 720p)
         frame = _cut(frame, window)
         meta["window"] = window
