@@ -3,16 +3,42 @@ matplotlib is imported inside the functions, with the Agg backend: no display ne
 
 from __future__ import annotations
 
+import contextlib
 import io
+import signal
+import sys
+import threading
 
 
 def _pyplot():
-    import matplotlib
+    """matplotlib.pyplot, on the Agg backend. Its first import (after the first epoch, a second or
+    so) holds a Ctrl-C back until it is done: interrupted half-way, matplotlib's C extensions fail
+    to initialise ("ImportError: initialization failed", at times a crash as Python exits), where a
+    Ctrl-C must stop training with "interrupted; ... resume with"."""
+    if "matplotlib.pyplot" not in sys.modules:
+        with ctrl_c_held_back():
+            import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+            import matplotlib.ticker  # noqa: F401
+    return sys.modules["matplotlib.pyplot"]
 
-    return plt
+
+@contextlib.contextmanager
+def ctrl_c_held_back():
+    """Run the block to its end even if Ctrl-C (SIGINT) comes meanwhile; then raise KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives Python's signals
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _png(fig) -> bytes:
@@ -26,9 +52,9 @@ def curves_png(history: list[dict]) -> bytes:
     """Loss and accuracies per epoch (training, validation windows, validation videos). Readable at
     any epoch count: markers (one epoch is a point, not an invisible line), whole-number epoch
     ticks, and the legends below the axes, where they cannot cover a curve."""
+    plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
     epochs = [m["epoch"] for m in history]
     style = {"markersize": 5 if len(epochs) <= 40 else 3, "linewidth": 1.5}  # a marker shape per curve: equal
     # values (all at accuracy 1.0, say) still show every curve

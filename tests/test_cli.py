@@ -299,6 +299,25 @@ def test_a_real_ctrl_c_stops_training_with_status_130_and_the_resume_command(sma
     assert main(["train", str(cache), "--out", str(run), "--resume", "--epochs", "1"]) == 0  # the command works
 
 
+def test_a_ctrl_c_while_matplotlib_is_first_imported_waits_until_the_import_is_done():
+    """A Ctrl-C in the middle of matplotlib's first import (after the first epoch, when the first
+    plots are drawn) broke its C extensions: "ImportError: initialization failed" and a traceback,
+    at times an abort as Python exited, instead of "interrupted; resume with" (1 run in 20)."""
+    import signal
+    import time
+
+    from pipeline.plots import ctrl_c_held_back
+
+    finished = False
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_held_back():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # Python runs the handler here, between two bytecodes
+            finished = True
+    assert finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_window_longer_than_every_video_is_said(small, tmp_path):
     cache, _ = small  # videos of 45 to 90 frames
     result = pipeline_command("train", cache, "--out", tmp_path / "run", "--window", "200", *QUICK)
