@@ -27,16 +27,19 @@ def _pyplot():
 
 @contextlib.contextmanager
 def ctrl_c_held_back():
-    """Run the block to its end even if Ctrl-C (SIGINT) comes meanwhile; then raise KeyboardInterrupt."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread receives Python's signals
+    """Run the block to its end even if Ctrl-C (SIGINT) comes meanwhile; then raise KeyboardInterrupt.
+    Where SIGINT does not raise KeyboardInterrupt (ignored, as in a background job, or handled by the
+    caller), or off the main thread (which alone runs Python's signal handlers), it changes nothing."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
         return
     caught = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    signal.signal(signal.SIGINT, lambda *_: caught.append(True))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if caught:
         raise KeyboardInterrupt
 

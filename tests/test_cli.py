@@ -283,7 +283,9 @@ def test_a_real_ctrl_c_stops_training_with_status_130_and_the_resume_command(sma
     run = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", str(cache), "--out", str(run), *QUICK[2:],
                                 "--epochs", "100000"], env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               # SIGINT as at a terminal, even where the tests run as a background job, which ignores it
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (run / "last.pt").exists():
@@ -308,14 +310,23 @@ def test_a_ctrl_c_while_matplotlib_is_first_imported_waits_until_the_import_is_d
 
     from pipeline.plots import ctrl_c_held_back
 
-    finished = False
-    with pytest.raises(KeyboardInterrupt):
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (CI may ignore SIGINT)
+    try:
+        finished = False
+        with pytest.raises(KeyboardInterrupt):
+            with ctrl_c_held_back():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # Python runs the handler here, between two bytecodes
+                finished = True
+        assert finished
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job: Ctrl-C is not for it
         with ctrl_c_held_back():
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # Python runs the handler here, between two bytecodes
-            finished = True
-    assert finished
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, original)
 
 
 def test_a_window_longer_than_every_video_is_said(small, tmp_path):
