@@ -20,6 +20,7 @@ def _pyplot():
             import matplotlib
 
             matplotlib.use("Agg")
+            import matplotlib.backends.backend_agg  # noqa: F401  (a C extension too, else first loaded by the first figure)
             import matplotlib.pyplot  # noqa: F401
             import matplotlib.ticker  # noqa: F401
     return sys.modules["matplotlib.pyplot"]
@@ -38,6 +39,10 @@ def ctrl_c_held_back():
     signal.signal(signal.SIGINT, lambda *_: caught.append(True))
     try:
         yield
+    except BaseException as e:
+        if caught:  # the Ctrl-C is what the user asked for, whatever else went wrong meanwhile
+            raise KeyboardInterrupt from e
+        raise
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if caught:

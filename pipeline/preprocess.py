@@ -69,7 +69,7 @@ def aligned_window(width: int, height: int, short_side: int = RESIZE_SHORT_SIDE,
     window that starts where i * n / m is a whole number has the same output grid as the frame: those
     i are the multiples of m / gcd(n, m). The window runs from the last such i whose source pixel
     lies beyond the filter's reach before the crop to the first such beyond its reach after it, on
-    even source pixels (subsampled chroma crops with them). A 720p frame's window is 768 of its
+    even source pixels (subsampled chroma crops with them; only even-sized frames are cut). A 720p frame's window is 768 of its
     1280 columns; 320x240 (341 / gcd(320, 341) = 341) has none."""
     new_width, new_height = resized_size(width, height, short_side)
     crop_top, crop_left = center_crop_box(new_width, new_height, crop)

@@ -77,7 +77,9 @@ FORMATS = [
     Format("h264_23976.mkv", "libx264", "yuv420p", fps=Fraction(24000, 1001), options=X264_B),
     # sizes where only a window of each frame is converted and resized (preprocess.aligned_window)
     Format("h264_bt709_640x360.mp4", "libx264", "yuv420p", size=(640, 360), frames=10,
-           options={"preset": "ultrafast", "x264-params": "colormatrix=bt709:range=pc"}),
+           options={"preset": "ultrafast", "x264-params": "colormatrix=bt709"}),
+    Format("h264_full_range_854x480.mp4", "libx264", "yuvj420p", size=(854, 480), frames=6,
+           options={"preset": "ultrafast"}),
     Format("mpeg2_pal_720x576.mpg", "mpeg2video", "yuv420p", container="vob", fps=Fraction(25), size=(720, 576),
            frames=10, options={"g": "12", "bf": "2"}),
     Format("h264_portrait.mp4", "libx264", "yuv420p", size=(144, 256), options={"preset": "ultrafast"}),

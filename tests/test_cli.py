@@ -320,6 +320,11 @@ def test_a_ctrl_c_while_matplotlib_is_first_imported_waits_until_the_import_is_d
                 finished = True
         assert finished
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):  # and a Ctrl-C is not lost to another error meanwhile
+            with ctrl_c_held_back():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+                raise ImportError("initialization failed")
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job: Ctrl-C is not for it
         with ctrl_c_held_back():
             os.kill(os.getpid(), signal.SIGINT)
