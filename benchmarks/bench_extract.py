@@ -11,6 +11,10 @@ Three figures, in frames/s of 30 fps output:
 Under the decode ceiling and extract, a line says how many cores each part kept busy.
 Last line: extract_ratio = extract / the lower ceiling. Targets: >= 0.85 on a 2-core CPU
 (bound by the CNN), >= 0.9 on a GPU box (bound by decoding).
+
+--shards N (CPU): also extract as N shards at once (`--shard i/N --threads 1 --workers 0` each: one
+single-threaded CNN per core, decoding between its own batches), timed from a common start, after
+imports, to the last shard's end; extract_ratio_shards compares it with the same ceiling.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from fractions import Fraction
 from multiprocessing import Pool
 from pathlib import Path
@@ -118,6 +123,34 @@ def cnn_ceiling(extractor: FeatureExtractor, batch_size: int, seconds: float) ->
     return done / (time.perf_counter() - start)
 
 
+def _shard(job):
+    """One shard of `extract_in_shards`, in a process of its own: waits for the others, then extracts."""
+    folder, cache, i, count, options, ready, finished = job
+    torch.set_num_threads(1)
+    sources = find_videos(folder)
+    ready.wait()  # every shard has imported torch and found its videos: the clock starts for all at once
+    summary = extract(sources, cache, replace(options, workers=0, shard=(i, count)))
+    finished.put((summary.frames, time.perf_counter(), len(summary.failures)))
+
+
+def extract_in_shards(folder: Path, cache: Path, options: ExtractOptions, count: int) -> tuple[int, float, int]:
+    """(frames, seconds, failures) of `count` single-threaded shards extracting at once."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ready, finished = context.Barrier(count + 1), context.Queue()
+    processes = [context.Process(target=_shard, args=((folder, cache, i, count, options, ready, finished),))
+                 for i in range(count)]
+    for p in processes:
+        p.start()
+    ready.wait()
+    start = time.perf_counter()
+    results = [finished.get() for _ in processes]
+    for p in processes:
+        p.join()
+    return sum(r[0] for r in results), max(r[1] for r in results) - start, sum(r[2] for r in results)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="320x240", choices=sorted(SIZES))
@@ -130,6 +163,7 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--cnn-seconds", type=float, default=15.0, help="how long to time the CNN alone")
+    parser.add_argument("--shards", type=int, default=0, help="also extract as this many single-threaded shards at once")
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -169,9 +203,16 @@ def main(argv=None) -> None:
         print(f"extract:        {extract_fps:9.1f} frames/s ({summary.frames} frames in {summary.seconds:.1f} s, "
               f"{len(summary.failures)} failed)")
         print(f"  {use.report()}")
+        if args.shards:
+            frames, seconds, failed = extract_in_shards(folder, Path(tmp) / "shards", options, args.shards)
+            shards_fps = frames / seconds
+            print(f"extract, {args.shards} single-threaded shards at once: {shards_fps:9.1f} frames/s "
+                  f"({frames} frames in {seconds:.1f} s, {failed} failed)")
     bound = "decode" if decode_fps < cnn_fps else "cnn"
     print(f"bound by {bound}; extract_ratio = extract / min(decode, cnn)")
     print(f"extract_ratio={extract_fps / min(decode_fps, cnn_fps):.3f}")
+    if args.shards:
+        print(f"extract_ratio_shards={shards_fps / min(decode_fps, cnn_fps):.3f}")
     sys.stdout.flush()
 
 
