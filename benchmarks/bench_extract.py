@@ -6,7 +6,8 @@
 Three figures, in frames/s of 30 fps output:
   decode ceiling  the same decode workers (and, on CUDA, the conversion and resize on the GPU), no CNN
   cnn ceiling     the fastest of: AlexNet alone in NCHW, in channels_last (same device, batch size,
-                  precision, on a ready float batch), and the pipeline's extractor on crops in memory
+                  precision, on a ready float batch), on a CPU also one single-threaded channels_last
+                  forward per core at once, and the pipeline's extractor on crops in memory
   extract         pipeline's extract() end to end into a new cache (worker start-up included)
 Under the decode ceiling and extract, a line says how many cores each part kept busy.
 Last line: extract_ratio = extract / the lower ceiling. Targets: >= 0.85 on a 2-core CPU
@@ -107,7 +108,38 @@ def fastest_forward(device: torch.device, batch_size: int, seconds: float, preci
                 m(inp).float().cpu()
                 done += batch_size
         rates["channels_last" if layout == torch.channels_last else "NCHW"] = done / (time.perf_counter() - start)
+    if device.type == "cpu" and torch.get_num_threads() > 1:
+        rates["one per core"] = _one_forward_per_core(model, inp, seconds / 2)
     return rates
+
+
+def _one_forward_per_core(model, x, seconds: float) -> float:
+    """Frames/s of as many single-threaded forwards at once as torch has threads (channels_last):
+    one CNN per core, with no threads waiting for each other at every layer (what --shards runs)."""
+    import threading
+
+    threads = torch.get_num_threads()
+    done, stop = [0] * threads, time.perf_counter() + seconds
+
+    def run(i):
+        with torch.inference_mode():
+            model(x)  # warm-up
+            started[i] = time.perf_counter()
+            while time.perf_counter() < stop:
+                model(x)
+                done[i] += len(x)
+
+    started = [0.0] * threads
+    torch.set_num_threads(1)
+    try:
+        workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        torch.set_num_threads(threads)
+    return sum(done) / (time.perf_counter() - min(started))
 
 
 def cnn_ceiling(extractor: FeatureExtractor, batch_size: int, seconds: float) -> float:
@@ -191,8 +223,9 @@ def main(argv=None) -> None:
         extractor = FeatureExtractor.create(state_dict, device, args.precision)
         pipeline_cnn = cnn_ceiling(extractor, batch_size, args.cnn_seconds / 2)
         cnn_fps = max(*forward.values(), pipeline_cnn)
+        per_core = f", one single-threaded forward per core {forward['one per core']:.1f}" if "one per core" in forward else ""
         print(f"cnn ceiling:    {cnn_fps:9.1f} frames/s (AlexNet alone: NCHW {forward['NCHW']:.1f}, channels_last "
-              f"{forward['channels_last']:.1f}; pipeline's extractor on uint8 crops {pipeline_cnn:.1f})")
+              f"{forward['channels_last']:.1f}{per_core}; pipeline's extractor on uint8 crops {pipeline_cnn:.1f})")
         del extractor
         if device.type == "cuda":
             torch.cuda.empty_cache()
