@@ -40,6 +40,12 @@ def center_crop_box(width: int, height: int, crop: int = CROP_SIZE) -> tuple[int
     return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
 
 
+def filter_reach(size: int, new_size: int) -> int:
+    """Source pixels beyond an output pixel's centre that a resize from `size` to `new_size` may
+    read, with a margin: antialiased bilinear reads up to size / new_size pixels each side."""
+    return math.ceil(max(size / new_size, 1.0)) + 2
+
+
 def needed_region(width: int, height: int, short_side: int = RESIZE_SHORT_SIDE, crop: int = CROP_SIZE):
     """(top, bottom, left, right): the source pixels the centre crop of the resized frame is made of,
     with the resize filter's reach around them, on even rows and columns (so subsampled chroma planes
@@ -51,7 +57,7 @@ def needed_region(width: int, height: int, short_side: int = RESIZE_SHORT_SIDE, 
 
     def span(start, size, new_size, align):
         scale = size / new_size
-        reach = math.ceil(max(scale, 1.0)) + 2  # antialiased bilinear reads up to `scale` pixels each side
+        reach = filter_reach(size, new_size)
         first = max(int(math.floor(start * scale)) - reach, 0) // align * align
         last = min(int(math.ceil((start + crop) * scale)) + reach, size)
         return first, min(-(-last // align) * align, size)
@@ -77,7 +83,7 @@ def aligned_window(width: int, height: int, short_side: int = RESIZE_SHORT_SIDE,
     def span(start, size, new_size):
         scale = Fraction(size, new_size)
         step = new_size // math.gcd(size, new_size)  # output pixels from one whole source coordinate to the next
-        reach = math.ceil(max(scale, 1)) + 2  # as needed_region's
+        reach = filter_reach(size, new_size)
         first = math.floor((math.floor(start * scale) - reach) / scale / step) * step
         last = math.ceil((math.ceil((start + crop) * scale) + reach) / scale / step) * step
         while first > 0 and (first * scale) % 2:

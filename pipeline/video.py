@@ -422,9 +422,7 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
         planes = tuple(_plane(p) for p in frame.planes[:3])
         if not meta["rotation"]:  # hand over only what the centre crop is made of (half of 720p)
             top, bottom, left, right = needed_region(frame.width, frame.height)
-            fy, fx = chroma_subsampling(planes[0], planes[1])
-            planes = (planes[0][top:bottom, left:right],
-                      *(p[top // fy:-(-bottom // fy), left // fx:-(-right // fx)] for p in planes[1:]))
+            planes = _crop_planes(planes, top, bottom, left, right)
             meta["region"] = (top, left)
         planes = tuple(p.copy() for p in planes)  # off the decoder's buffers, which it reuses
         meta.update(kind="yuv", matrix=_matrix(frame), full_range=name.startswith("yuvj") or _full_range(frame),
@@ -449,12 +447,17 @@ def _cut(frame, window):
 
     top, bottom, left, right = window
     part = av.VideoFrame(right - left, bottom - top, frame.format.name)
-    fy, fx = chroma_subsampling(_plane(frame.planes[0]), _plane(frame.planes[1]))
-    for i, (source, target) in enumerate(zip(frame.planes, part.planes)):
-        dy, dx = (1, 1) if i == 0 else (fy, fx)
-        _plane(target)[:] = _plane(source)[top // dy:bottom // dy, left // dx:right // dx]
+    for source, target in zip(_crop_planes(tuple(_plane(p) for p in frame.planes), *window), part.planes):
+        _plane(target)[:] = source
     part.colorspace, part.color_range = frame.colorspace, frame.color_range
     return part
+
+
+def _crop_planes(planes: tuple[np.ndarray, ...], top: int, bottom: int, left: int, right: int) -> tuple[np.ndarray, ...]:
+    """(top, bottom, left, right) of the luma plane, and the chroma planes' samples that cover it."""
+    fy, fx = chroma_subsampling(planes[0], planes[1])
+    return (planes[0][top:bottom, left:right],
+            *(p[top // fy:-(-bottom // fy), left // fx:-(-right // fx)] for p in planes[1:]))
 
 
 def _plane(plane) -> np.ndarray:
