@@ -80,6 +80,10 @@ FORMATS = [
            options={"preset": "ultrafast", "x264-params": "colormatrix=bt709"}),
     Format("h264_full_range_854x480.mp4", "libx264", "yuvj420p", size=(854, 480), frames=6,
            options={"preset": "ultrafast"}),
+    # 10-bit at such sizes goes whole (swscale places its chroma by a chroma location a cut frame cannot keep)
+    Format("hevc_10bit_bt2020_640x360.mp4", "libx265", "yuv420p10le", size=(640, 360), frames=8,
+           options={"preset": "ultrafast", "x265-params": "log-level=none:colormatrix=bt2020nc"}),
+    Format("prores_422_10bit_854x480.mov", "prores_ks", "yuv422p10le", size=(854, 480), frames=6),
     Format("mpeg2_pal_720x576.mpg", "mpeg2video", "yuv420p", container="vob", fps=Fraction(25), size=(720, 576),
            frames=10, options={"g": "12", "bf": "2"}),
     Format("h264_portrait.mp4", "libx264", "yuv420p", size=(144, 256), options={"preset": "ultrafast"}),

@@ -14,6 +14,7 @@ from pipeline.video import VideoError, VideoReader
 # Files of the matrix that --decoder decord leaves to PyAV, and why
 PYAV_EVEN_UNDER_DECORD = {
     "h264_10bit.mp4", "hevc_10bit.mkv", "hevc_12bit.mkv", "av1_10bit.mkv", "prores.mov",  # not 8-bit YUV
+    "hevc_10bit_bt2020_640x360.mp4", "prores_422_10bit_854x480.mov",
     "png_rgba.mov", "utvideo_rgb.avi",  # RGB
     "mpeg4.avi",  # no decord timestamps (AVI with B-frames)
     "h264_portrait.mp4",  # 4-channel frames from decord2 at 144 wide
