@@ -35,10 +35,9 @@ import torch
 
 from cpu_use import CpuUse
 from machine import machine
-from pipeline.extract import ExtractOptions, decode_loader, extract, resolve_device
+from pipeline.extract import Decoding, ExtractOptions, extract, resolve_device
 from pipeline.features import CROP_SIZE, FeatureExtractor, resolve_weights
 from pipeline.inputs import find_videos
-from pipeline.preprocess import to_crops
 
 SIZES = {"320x240": (320, 240), "720p": (1280, 720), "1080p": (1920, 1080)}
 
@@ -79,13 +78,21 @@ def make_videos(folder: Path, size: str, count: int, seconds: float) -> None:
 def decode_ceiling(sources, options: ExtractOptions, batch_size: int, device: torch.device) -> tuple[int, float]:
     """Decoding as extract does it, with no CNN: on CUDA the frames are also converted and resized on the GPU."""
     start, frames = time.perf_counter(), 0
-    for item in decode_loader(sources, options, batch_size, pin_memory=device.type == "cuda"):
-        if item["kind"] == "chunk":
-            if "decoded" in item:
-                to_crops(item["decoded"], device)
-            frames += len(item["times"])
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    decoding = Decoding(sources, options, batch_size, device)
+    try:
+        for item in decoding:
+            if item["kind"] == "chunk":
+                if "decoded" in item:
+                    decoding.crops(item["decoded"], device)
+                frames += len(item["times"])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        ring = decoding.ring
+        if ring is not None:
+            print(f"  decoded frames crossed through {len(ring.buffer)} shared slots of {ring.slot_bytes >> 20} MB, "
+                  f"{'page-locked' if ring.pinned else 'NOT page-locked'}")
+    finally:
+        decoding.close()
     return frames, time.perf_counter() - start
 
 

@@ -6,8 +6,8 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 -d .whl decord2==3.4.0 av==18.1.0
 #   mkdir -p .old && git archive e103401 | tar -x -C .old     # the old code, to compare with
-# and carry .whl and .old (both git-ignored). About 6 minutes on an H100 box; each step has a time
-# limit, so one that hangs leaves the others' results.
+# and carry .whl and .old (both git-ignored); PREV=.prev adds the tree in .prev to the comparison.
+# About 6 minutes on an H100 box; each step has a time limit, so one that hangs leaves the others'.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -16,15 +16,16 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONUNBUFFERED=1
 NEW=${PYTHONPATH:+$PYTHONPATH:}$PWD
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; lscpu | grep -E "Model name|^CPU\(s\)|Thread"; nproc;
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; lscpu | grep -E "Model name|^CPU\(s\)|Thread"; nproc; df -h /dev/shm;
   PYTHONPATH=$NEW python3 -c "import torch, torchvision, decord, av, h5py; print(torch.__version__, torchvision.__version__, decord.__version__, av.__version__, h5py.__version__)"; } 2>&1 | tee "$OUT/machine.txt"
 B="python3 benchmarks/bench_extract.py --cnn-seconds 4"
 for size in "720p --videos 32 --seconds 20" "320x240 --videos 96 --seconds 30"; do
   name=${size%% *}
   PYTHONPATH=$NEW timeout 150 $B --size $size --folder /tmp/v$name 2>&1 | tee "$OUT/bench_$name.txt"
-  if [ -d .old ]; then  # the old tree's bench_extract, on the same clips
-    (cd .old && PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD timeout 90 $B --folder /tmp/v$name) 2>&1 | tee "$OUT/bench_${name}_old.txt"
-  fi
+  for tree in .old ${PREV:-}; do  # the old tree's bench_extract (and $PREV's, another tree), on the same clips
+    [ -d "$tree" ] || continue
+    (cd "$tree" && PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD timeout 90 $B --folder /tmp/v$name) 2>&1 | tee "$OUT/bench_${name}_${tree#.}.txt"
+  done
 done
 PYTHONPATH=$NEW timeout 150 python3 -m pytest -q -x tests/test_cuda.py tests/test_extract.py 2>&1 | tee "$OUT/tests.txt"
-PYTHONPATH=$NEW timeout 60 python3 benchmarks/precision_check.py 2>&1 | tee "$OUT/precision.txt"
+[ -n "${SKIP_PRECISION:-}" ] || PYTHONPATH=$NEW timeout 60 python3 benchmarks/precision_check.py 2>&1 | tee "$OUT/precision.txt"

@@ -28,7 +28,8 @@ from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, FeatureExtract
 from .inputs import VideoSource, assign_shard
 from .preprocess import to_crops
 from .decord_video import DECODERS, open_video
-from .video import MAX_CHUNK_FRAMES, VideoError, quiet_decoder
+from .pinned_ring import PinnedRing
+from .video import MAX_CHUNK_BYTES, MAX_CHUNK_FRAMES, VideoError, quiet_decoder
 
 DTYPES = ("float32", "float16")
 # A worker that cannot hand over its frames (a full /dev/shm, say) leaves the main process
@@ -107,9 +108,9 @@ class DecodeJobs(IterableDataset):
     A video that cannot be decoded yields one "failed" item; nothing is raised."""
 
     def __init__(self, sources: list[VideoSource], fps: float, chunk_frames: int, preprocess_in_worker: bool = True,
-                 decoder: str = "auto"):
+                 decoder: str = "auto", ring: PinnedRing | None = None):
         self.sources, self.fps, self.chunk_frames = sources, fps, chunk_frames
-        self.preprocess_in_worker, self.decoder = preprocess_in_worker, decoder
+        self.preprocess_in_worker, self.decoder, self.ring = preprocess_in_worker, decoder, ring
 
     def __iter__(self):
         info = get_worker_info()
@@ -134,6 +135,9 @@ class DecodeJobs(IterableDataset):
                     if self.preprocess_in_worker:
                         item["frames"] = to_crops(frames)
                     else:
+                        stored = self.ring.store(chunk.frames.planes) if self.ring else None
+                        if stored:  # the planes wait in a pinned slot: only where they lie crosses
+                            frames.update(planes=None, stored=stored)
                         item["decoded"] = frames
                     if chunk.last:
                         item.update(duration=reader.duration, source_fps=reader.source_fps)
@@ -253,17 +257,18 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
                 # torchrun rank would open a context on cuda:0. CUDA is then up before the workers
                 # fork; they never use it (the benchmarks run the CNN before extract, alike).
                 torch.cuda.set_device(device)
-            items = iter(decode_loader(todo, options, batch_size, pin_memory=device.type == "cuda"))
+            decoding = Decoding(todo, options, batch_size, device)
             # The workers start (importing torch, opening videos) while the model loads.
-            extractor = FeatureExtractor.create(state_dict, device, options.precision)
             threads = torch.get_num_threads()
-            if device.type == "cuda":
-                # The CNN runs on the GPU; host-side tensor copies would wake a spinning OpenMP thread
-                # per core and take those cores from the decode workers, the bottleneck.
-                torch.set_num_threads(1)
             try:
-                _ExtractLoop(todo, cache, extractor, batch_size, summary, options.progress).run(items)
+                extractor = FeatureExtractor.create(state_dict, device, options.precision)
+                if device.type == "cuda":
+                    # The CNN runs on the GPU; host-side tensor copies would wake a spinning OpenMP thread
+                    # per core and take those cores from the decode workers, the bottleneck.
+                    torch.set_num_threads(1)
+                _ExtractLoop(todo, cache, extractor, batch_size, summary, options.progress).run(decoding)
             finally:
+                decoding.close()
                 torch.set_num_threads(threads)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -285,17 +290,21 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def worker_count(options: ExtractOptions, todo: list) -> int:
+    return min(options.workers if options.workers is not None else default_workers(), len(todo))
+
+
 def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: int, pin_memory: bool,
-                  preprocess_in_worker: bool | None = None) -> DataLoader:
+                  preprocess_in_worker: bool | None = None, ring: PinnedRing | None = None) -> DataLoader:
     """Chunks of every video's frames, decoded in worker processes: resized and cropped there
-    (`preprocess_in_worker`, the default off CUDA), or as decoded, for the GPU to convert and resize."""
+    (`preprocess_in_worker`, the default off CUDA), or as decoded, for the GPU to convert and resize
+    (their planes in `ring`'s slots where one is given)."""
     if preprocess_in_worker is None:
         preprocess_in_worker = not pin_memory
-    workers = options.workers if options.workers is not None else default_workers()
-    workers = min(workers, len(todo))
+    workers = worker_count(options, todo)
     return DataLoader(
         DecodeJobs(todo, options.fps, chunk_frames=min(batch_size, MAX_CHUNK_FRAMES), preprocess_in_worker=preprocess_in_worker,
-                   decoder=options.decoder),
+                   decoder=options.decoder, ring=ring),
         batch_size=None, num_workers=workers, pin_memory=pin_memory,
         # The platform's default start method: fork on Linux, which starts workers in milliseconds
         # instead of seconds. Safe because the workers never use CUDA, and extract() makes them
@@ -303,6 +312,42 @@ def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: 
         prefetch_factor=4 if workers else None, in_order=False,
         worker_init_fn=_init_decode_worker, timeout=WORKER_TIMEOUT_S if workers else 0,
     )
+
+
+class Decoding:
+    """The decode workers' chunks, in the order they come, for a CNN on `device`. On a GPU box the
+    workers hand over decoded planes, through a PinnedRing where /dev/shm has room for one, and
+    `crops` converts and resizes them on the GPU; elsewhere the workers send crops (or, given a
+    `ring`, decoded planes through it, as on a GPU box)."""
+
+    def __init__(self, todo: list[VideoSource], options: ExtractOptions, batch_size: int, device: torch.device,
+                 ring: PinnedRing | None = None):
+        on_gpu = device.type == "cuda"
+        workers = worker_count(options, todo)
+        if ring is None and on_gpu and workers:
+            ring = PinnedRing.fitting(workers + 6, MAX_CHUNK_BYTES + (8 << 20), device)
+        self.ring = ring
+        self.items = iter(decode_loader(todo, options, batch_size, pin_memory=on_gpu and ring is None,
+                                        preprocess_in_worker=not (on_gpu or ring), ring=ring))  # the workers fork here
+        if self.ring:
+            self.ring.pin()
+
+    def __iter__(self):
+        return self.items
+
+    def crops(self, decoded: dict, device: torch.device) -> torch.Tensor:
+        """A chunk's decoded frames -> uint8 crops on `device` (preprocess.to_crops)."""
+        stored = decoded.pop("stored", None)
+        if stored is None:
+            return to_crops(decoded, device)
+        try:
+            return to_crops({**decoded, "planes": self.ring.planes(stored)}, device)
+        finally:
+            self.ring.release(stored["slot"])
+
+    def close(self) -> None:
+        if self.ring:
+            self.ring.close()
 
 
 class _ExtractLoop:
@@ -323,9 +368,9 @@ class _ExtractLoop:
         self.in_flight = None  # (chunks, PendingFeatures): the batch the CNN is working on
         self.failed = set()  # videos failed here while their worker still sends chunks
 
-    def run(self, items) -> None:
+    def run(self, decoding: Decoding) -> None:
         try:
-            for item in items:
+            for item in decoding:
                 if item["video"] in self.failed:  # the rest of a video that failed on this side
                     continue
                 if item["kind"] == "failed":
@@ -338,7 +383,7 @@ class _ExtractLoop:
                     self.writers[item["video"]].set_timing(item["duration"], item["source_fps"])
                 if "decoded" in item:  # converted and resized on the CNN's device
                     try:
-                        item["frames"] = to_crops(item.pop("decoded"), self.extractor.device)
+                        item["frames"] = decoding.crops(item.pop("decoded"), self.extractor.device)
                     except (RuntimeError, ValueError) as e:  # out of GPU memory, say: this video only
                         self._fail(item["video"], f"cannot convert its frames on {self.extractor.device}: "
                                                   f"{str(e).splitlines()[0][:200]}")

@@ -286,3 +286,40 @@ def test_float16_storage_halves_the_cache_and_keeps_the_features(tmp_path, capsy
         half = b.features("x/a.mp4")
         assert half.dtype == np.float16
         np.testing.assert_allclose(half, a.features("x/a.mp4"), rtol=2e-3, atol=2e-3)
+
+
+def test_frames_through_the_pinned_ring_are_the_frames_sent_directly(tmp_path):
+    """A GPU box's workers write decoded planes into shared slots (pinned_ring.py); run here on the
+    CPU, with slots too small for the 640x480 chunks, which then travel as tensors."""
+    from pipeline.extract import Decoding, ExtractOptions
+    from pipeline.inputs import find_videos
+    from pipeline.pinned_ring import PinnedRing
+
+    write_video(tmp_path / "in" / "a" / "small.mp4", textured_frames(40, 320, 240, seed=1))
+    write_video(tmp_path / "in" / "b" / "large.mp4", textured_frames(12, 640, 480, seed=2), fps=25)
+    sources = find_videos(tmp_path / "in")
+    options, cpu = ExtractOptions(workers=2), torch.device("cpu")
+
+    def crops(ring):
+        decoding, got, through_ring = Decoding(sources, options, 16, cpu, ring=ring), {}, 0
+        try:
+            for item in decoding:
+                assert item["kind"] == "chunk"
+                if "decoded" in item:
+                    through_ring += "stored" in item["decoded"]
+                    item["frames"] = decoding.crops(item["decoded"], cpu)
+                got.setdefault(item["video"], []).append(item["frames"])
+        finally:
+            decoding.close()
+        return {v: torch.cat(c) for v, c in got.items()}, through_ring
+
+    direct, _ = crops(PinnedRing(4, 8 << 20, cpu))  # every chunk fits
+    small_slots, through_ring = crops(PinnedRing(2, 16 * 240 * 320 * 3 // 2 + 4096, cpu))
+    assert 0 < through_ring < sum(-(-len(c) // 16) for c in direct.values())  # some chunks each way
+    assert direct.keys() == small_slots.keys() == {0, 1}
+    for v in direct:
+        assert torch.equal(direct[v], small_slots[v])
+    # and the same frames as the CPU box's workers send, to the rounding of the YUV conversion
+    workers_crops, _ = crops(None)
+    for v in direct:
+        assert (direct[v].int() - workers_crops[v].int()).abs().max() <= 3
