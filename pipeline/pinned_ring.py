@@ -84,7 +84,7 @@ class PinnedRing:
     def release(self, slot: int) -> None:
         """Give the slot back once the copies queued from it so far are done; on a CPU at once."""
         if self.device.type == "cuda":
-            event = torch.cuda.Event()
+            event = torch.cuda.Event(blocking=True)  # a wait below sleeps instead of spinning on a core
             event.record(torch.cuda.current_stream(self.device))
             self.copying.append((event, slot))
             while self.copying and (len(self.copying) > 4 or self.copying[0][0].query()):
