@@ -2,8 +2,9 @@
 
 Decoding runs in DataLoader worker processes, one video per worker at a time, in chunks of
 bounded size; the main process batches chunks across video boundaries, runs the CNN and is the
-cache's one writer. On a GPU box decoding is the bottleneck (see BENCHMARKS.md), so the workers
-resize in the decoder and crop before anything is copied.
+cache's one writer. On a CPU box the workers convert, resize and crop, and hand over crops. On a GPU
+box the CPU side is the bottleneck (BENCHMARKS.md), so the workers hand over only the YUV pixels the
+crop is made of, written into shared page-locked slots (pinned_ring.py), and the GPU does the rest.
 """
 
 from __future__ import annotations
