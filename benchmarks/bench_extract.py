@@ -83,14 +83,14 @@ def decode_ceiling(sources, options: ExtractOptions, batch_size: int, device: to
         for item in decoding:
             if item["kind"] == "chunk":
                 if "decoded" in item:
-                    decoding.crops(item["decoded"], device)
+                    decoding.crops(item["decoded"])
                 frames += len(item["times"])
         if device.type == "cuda":
             torch.cuda.synchronize()
-        ring = decoding.ring
-        if ring is not None:
-            print(f"  decoded frames crossed through {len(ring.buffer)} shared slots of {ring.slot_bytes >> 20} MB, "
-                  f"{'page-locked' if ring.pinned else 'NOT page-locked'}")
+        slots = decoding.slots
+        if slots is not None:
+            print(f"  decoded frames crossed through {len(slots.buffer)} shared slots of {slots.slot_bytes >> 20} MB, "
+                  f"{'page-locked' if slots.pinned else 'NOT page-locked'}")
     finally:
         decoding.close()
     return frames, time.perf_counter() - start

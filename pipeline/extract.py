@@ -4,7 +4,7 @@ Decoding runs in DataLoader worker processes, one video per worker at a time, in
 bounded size; the main process batches chunks across video boundaries, runs the CNN and is the
 cache's one writer. On a CPU box the workers convert, resize and crop, and hand over crops. On a GPU
 box the CPU side is the bottleneck (BENCHMARKS.md), so the workers hand over only the YUV pixels the
-crop is made of, written into shared page-locked slots (pinned_ring.py), and the GPU does the rest.
+crop is made of, written into shared page-locked slots (pinned_slots.py), and the GPU does the rest.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, FeatureExtract
 from .inputs import VideoSource, assign_shard
 from .preprocess import to_crops
 from .decord_video import DECODERS, open_video
-from .pinned_ring import PinnedRing
+from .pinned_slots import PinnedSlots
 from .video import MAX_CHUNK_BYTES, MAX_CHUNK_FRAMES, VideoError, quiet_decoder
 
 DTYPES = ("float32", "float16")
@@ -109,9 +109,9 @@ class DecodeJobs(IterableDataset):
     A video that cannot be decoded yields one "failed" item; nothing is raised."""
 
     def __init__(self, sources: list[VideoSource], fps: float, chunk_frames: int, preprocess_in_worker: bool = True,
-                 decoder: str = "auto", ring: PinnedRing | None = None):
+                 decoder: str = "auto", slots: PinnedSlots | None = None):
         self.sources, self.fps, self.chunk_frames = sources, fps, chunk_frames
-        self.preprocess_in_worker, self.decoder, self.ring = preprocess_in_worker, decoder, ring
+        self.preprocess_in_worker, self.decoder, self.slots = preprocess_in_worker, decoder, slots
 
     def __iter__(self):
         info = get_worker_info()
@@ -136,7 +136,7 @@ class DecodeJobs(IterableDataset):
                     if self.preprocess_in_worker:
                         item["frames"] = to_crops(frames)
                     else:
-                        stored = self.ring.store(chunk.frames.planes) if self.ring else None
+                        stored = self.slots.store(chunk.frames.planes) if self.slots else None
                         if stored:  # the planes wait in a pinned slot: only where they lie crosses
                             frames.update(planes=None, stored=stored)
                         item["decoded"] = frames
@@ -254,9 +254,10 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
         if todo:
             batch_size = options.batch_size or (512 if device.type == "cuda" else 32)
             if device.type == "cuda" and device.index is not None:
-                # The DataLoader's pin-memory thread works on the current device: without this, every
-                # torchrun rank would open a context on cuda:0. CUDA is then up before the workers
-                # fork; they never use it (the benchmarks run the CNN before extract, alike).
+                # Page-locking (the slots, or the DataLoader's pin-memory thread) works on the current
+                # device: without this, every torchrun rank would open a context on cuda:0. CUDA is
+                # then up before the workers fork; they never use it (the benchmarks run the CNN
+                # before extract, alike).
                 torch.cuda.set_device(device)
             decoding = Decoding(todo, options, batch_size, device)
             # The workers start (importing torch, opening videos) while the model loads.
@@ -296,16 +297,16 @@ def worker_count(options: ExtractOptions, todo: list) -> int:
 
 
 def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: int, pin_memory: bool,
-                  preprocess_in_worker: bool | None = None, ring: PinnedRing | None = None) -> DataLoader:
+                  preprocess_in_worker: bool | None = None, slots: PinnedSlots | None = None) -> DataLoader:
     """Chunks of every video's frames, decoded in worker processes: resized and cropped there
     (`preprocess_in_worker`, the default off CUDA), or as decoded, for the GPU to convert and resize
-    (their planes in `ring`'s slots where one is given)."""
+    (their planes in `slots` where given)."""
     if preprocess_in_worker is None:
         preprocess_in_worker = not pin_memory
     workers = worker_count(options, todo)
     return DataLoader(
         DecodeJobs(todo, options.fps, chunk_frames=min(batch_size, MAX_CHUNK_FRAMES), preprocess_in_worker=preprocess_in_worker,
-                   decoder=options.decoder, ring=ring),
+                   decoder=options.decoder, slots=slots),
         batch_size=None, num_workers=workers, pin_memory=pin_memory,
         # The platform's default start method: fork on Linux, which starts workers in milliseconds
         # instead of seconds. Safe because the workers never use CUDA, and extract() makes them
@@ -317,38 +318,54 @@ def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: 
 
 class Decoding:
     """The decode workers' chunks, in the order they come, for a CNN on `device`. On a GPU box the
-    workers hand over decoded planes, through a PinnedRing where /dev/shm has room for one, and
-    `crops` converts and resizes them on the GPU; elsewhere the workers send crops (or, given a
-    `ring`, decoded planes through it, as on a GPU box)."""
+    workers hand over decoded planes, through PinnedSlots where /dev/shm has room for them, and
+    `crops` converts and resizes them on the GPU; elsewhere the workers send crops (or, given
+    `slots`, decoded planes through them, as on a GPU box)."""
 
     def __init__(self, todo: list[VideoSource], options: ExtractOptions, batch_size: int, device: torch.device,
-                 ring: PinnedRing | None = None):
+                 slots: PinnedSlots | None = None):
+        self.device = device
         on_gpu = device.type == "cuda"
         workers = worker_count(options, todo)
-        if ring is None and on_gpu and workers:
-            ring = PinnedRing.fitting(workers + 6, MAX_CHUNK_BYTES + (8 << 20), device)
-        self.ring = ring
-        self.items = iter(decode_loader(todo, options, batch_size, pin_memory=on_gpu and ring is None,
-                                        preprocess_in_worker=not (on_gpu or ring), ring=ring))  # the workers fork here
-        if self.ring:
-            self.ring.pin()
+        if slots is None and on_gpu and workers:
+            slots = PinnedSlots.fitting(workers + 6, MAX_CHUNK_BYTES + (8 << 20), device)
+        self.slots = slots
+        self.items = iter(decode_loader(todo, options, batch_size, pin_memory=on_gpu and slots is None,
+                                        preprocess_in_worker=not (on_gpu or slots), slots=slots))  # workers start here
+        if slots:
+            try:
+                slots.pin()
+            except BaseException:
+                self.close()
+                raise
 
     def __iter__(self):
         return self.items
 
-    def crops(self, decoded: dict, device: torch.device) -> torch.Tensor:
-        """A chunk's decoded frames -> uint8 crops on `device` (preprocess.to_crops)."""
+    def crops(self, decoded: dict) -> torch.Tensor:
+        """A chunk's decoded frames -> uint8 crops on the device (preprocess.to_crops)."""
         stored = decoded.pop("stored", None)
         if stored is None:
-            return to_crops(decoded, device)
+            return to_crops(decoded, self.device)
         try:
-            return to_crops({**decoded, "planes": self.ring.planes(stored)}, device)
+            return to_crops({**decoded, "planes": self.slots.planes(stored)}, self.device)
         finally:
-            self.ring.release(stored["slot"])
+            self.slots.release(stored["slot"])
+
+    def discard(self, item: dict) -> None:
+        """An item that will not be converted (the rest of a video that failed): give back its slot."""
+        stored = item.get("decoded", {}).pop("stored", None)
+        if stored is not None:
+            self.slots.release(stored["slot"])
 
     def close(self) -> None:
-        if self.ring:
-            self.ring.close()
+        """Stop the workers now, not when the iterator is collected (a traceback can hold it for long),
+        waking first any that wait for a slot."""
+        if self.slots:
+            self.slots.close()
+        shutdown = getattr(self.items, "_shutdown_workers", None)  # torch's multi-process iterator
+        if shutdown is not None:
+            shutdown()
 
 
 class _ExtractLoop:
@@ -373,6 +390,7 @@ class _ExtractLoop:
         try:
             for item in decoding:
                 if item["video"] in self.failed:  # the rest of a video that failed on this side
+                    decoding.discard(item)
                     continue
                 if item["kind"] == "failed":
                     self._fail(item["video"], item["error"])
@@ -384,7 +402,7 @@ class _ExtractLoop:
                     self.writers[item["video"]].set_timing(item["duration"], item["source_fps"])
                 if "decoded" in item:  # converted and resized on the CNN's device
                     try:
-                        item["frames"] = decoding.crops(item.pop("decoded"), self.extractor.device)
+                        item["frames"] = decoding.crops(item.pop("decoded"))
                     except (RuntimeError, ValueError) as e:  # out of GPU memory, say: this video only
                         self._fail(item["video"], f"cannot convert its frames on {self.extractor.device}: "
                                                   f"{str(e).splitlines()[0][:200]}")

@@ -288,34 +288,34 @@ def test_float16_storage_halves_the_cache_and_keeps_the_features(tmp_path, capsy
         np.testing.assert_allclose(half, a.features("x/a.mp4"), rtol=2e-3, atol=2e-3)
 
 
-def test_frames_through_the_pinned_ring_are_the_frames_sent_directly(tmp_path):
-    """A GPU box's workers write decoded planes into shared slots (pinned_ring.py); run here on the
+def test_frames_through_pinned_slots_are_the_frames_sent_directly(tmp_path):
+    """A GPU box's workers write decoded planes into shared slots (pinned_slots.py); run here on the
     CPU, with slots too small for the 640x480 chunks, which then travel as tensors."""
     from pipeline.extract import Decoding, ExtractOptions
     from pipeline.inputs import find_videos
-    from pipeline.pinned_ring import PinnedRing
+    from pipeline.pinned_slots import PinnedSlots
 
     write_video(tmp_path / "in" / "a" / "small.mp4", textured_frames(40, 320, 240, seed=1))
     write_video(tmp_path / "in" / "b" / "large.mp4", textured_frames(12, 640, 480, seed=2), fps=25)
     sources = find_videos(tmp_path / "in")
     options, cpu = ExtractOptions(workers=2), torch.device("cpu")
 
-    def crops(ring):
-        decoding, got, through_ring = Decoding(sources, options, 16, cpu, ring=ring), {}, 0
+    def crops(slots):
+        decoding, got, through_slots = Decoding(sources, options, 16, cpu, slots=slots), {}, 0
         try:
             for item in decoding:
                 assert item["kind"] == "chunk"
                 if "decoded" in item:
-                    through_ring += "stored" in item["decoded"]
-                    item["frames"] = decoding.crops(item["decoded"], cpu)
+                    through_slots += "stored" in item["decoded"]
+                    item["frames"] = decoding.crops(item["decoded"])
                 got.setdefault(item["video"], []).append(item["frames"])
         finally:
             decoding.close()
-        return {v: torch.cat(c) for v, c in got.items()}, through_ring
+        return {v: torch.cat(c) for v, c in got.items()}, through_slots
 
-    direct, _ = crops(PinnedRing(4, 8 << 20, cpu))  # every chunk fits
-    small_slots, through_ring = crops(PinnedRing(2, 16 * 240 * 320 * 3 // 2 + 4096, cpu))
-    assert 0 < through_ring < sum(-(-len(c) // 16) for c in direct.values())  # some chunks each way
+    direct, _ = crops(PinnedSlots(4, 8 << 20, cpu))  # every chunk fits
+    small_slots, through_slots = crops(PinnedSlots(2, 16 * 240 * 320 * 3 // 2 + 4096, cpu))
+    assert 0 < through_slots < sum(-(-len(c) // 16) for c in direct.values())  # some chunks each way
     assert direct.keys() == small_slots.keys() == {0, 1}
     for v in direct:
         assert torch.equal(direct[v], small_slots[v])
@@ -323,3 +323,30 @@ def test_frames_through_the_pinned_ring_are_the_frames_sent_directly(tmp_path):
     workers_crops, _ = crops(None)
     for v in direct:
         assert (direct[v].int() - workers_crops[v].int()).abs().max() <= 3
+
+
+def test_chunks_never_converted_give_their_slots_back(tmp_path):
+    """The rest of a video that failed on the main side is discarded: were its slots kept, two slots
+    would be gone after two chunks and the workers would wait for one forever."""
+    import threading
+
+    from pipeline.extract import Decoding, ExtractOptions
+    from pipeline.inputs import find_videos
+    from pipeline.pinned_slots import PinnedSlots
+
+    write_video(tmp_path / "in" / "a" / "v.mp4", textured_frames(90, 64, 48, seed=1))
+    slots = PinnedSlots(2, 1 << 20, torch.device("cpu"))
+    decoding = Decoding(find_videos(tmp_path / "in"), ExtractOptions(workers=1), 8, torch.device("cpu"), slots=slots)
+    seen = []
+
+    def discard_all():
+        for item in decoding:
+            seen.append("stored" in item["decoded"])
+            decoding.discard(item)
+
+    reader = threading.Thread(target=discard_all, daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    finished = not reader.is_alive()
+    decoding.close()  # wakes a worker stuck for a slot, so a failing run ends too
+    assert finished and len(seen) >= 10 and all(seen)

@@ -7,37 +7,47 @@ copies into page-locked memory for the GPU: about 0.9 CPU-seconds per GB here, p
 included, and 720p frames arrive at over 1 GB/s. Written by the worker straight into a slot that is
 already shared and page-locked, a chunk reaches the GPU by DMA with no copy on the host.
 
-A slot goes back to the free list once the GPU has copied it (a CUDA event says when); a worker
-that finds no free slot waits. Chunks too big for a slot, or not uint8, travel the usual way.
+The free slots wait in a queue; a worker takes one (waiting while there is none), and the main
+process puts it back once the GPU has read it (a CUDA event says when). Chunks too big for a slot,
+or not uint8, travel the DataLoader's way (then unpinned: the driver copies them through its own
+staging buffer).
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import shutil
+import sys
 from collections import deque
 
 import numpy as np
 import torch
 
 ALIGN = 64  # bytes: each plane starts on a cache line
+MAX_COPYING = 4  # slots the main process holds while the GPU has not read them yet (fewer in a small set)
 
 
-class PinnedRing:
+class PinnedSlots:
     def __init__(self, slots: int, slot_bytes: int, device: torch.device):
         self.device, self.slot_bytes = device, slot_bytes
+        # share_memory_() writes every page now, in this process (a page beyond a full /dev/shm would
+        # be a SIGBUS: `fitting` leaves room)
         self.buffer = torch.empty((slots, slot_bytes), dtype=torch.uint8).share_memory_()
         self.free = multiprocessing.get_context().SimpleQueue()  # the DataLoader's default context
         for slot in range(slots):
             self.free.put(slot)
-        self.copying: deque = deque()  # (CUDA event, slot): slots the GPU is still copying from
+        self.copying: deque = deque()  # (CUDA event, slot): slots the GPU may still be reading
+        # Slots go back only when the next chunk comes in: holding all of them would leave the workers
+        # waiting for a slot and this process waiting for a chunk.
+        self.max_copying = min(MAX_COPYING, slots - 1)
         self.pinned = False
 
     @classmethod
-    def fitting(cls, slots: int, slot_bytes: int, device: torch.device) -> PinnedRing | None:
+    def fitting(cls, slots: int, slot_bytes: int, device: torch.device) -> PinnedSlots | None:
         """Up to `slots` slots, as many as fill at most half of the free shared memory; None below
-        two. A full /dev/shm (64 MB in a default Docker container) would kill with SIGBUS whichever
-        process first touched a page of the ring beyond it, the main process included."""
+        two. (Ranks of torchrun that start at the same moment each see the same free space: with a
+        small /dev/shm, give each fewer --workers.)"""
         try:
             free = shutil.disk_usage("/dev/shm").free
         except OSError:  # no /dev/shm (macOS, Windows): the platform's shared memory has no such cap
@@ -48,7 +58,7 @@ class PinnedRing:
     # --- in a decode worker -------------------------------------------------------------------
     def store(self, planes: list[np.ndarray]) -> dict | None:
         """Copy the planes into a free slot (waiting for one) and return where they lie; None where
-        they do not fit a slot, or the ring has closed: the caller then sends them as tensors."""
+        they do not fit a slot, or the slots are closed: the caller then sends them as tensors."""
         offsets, end = [], 0
         for p in planes:
             offsets.append(end)
@@ -67,14 +77,16 @@ class PinnedRing:
     # --- in the main process ------------------------------------------------------------------
     def pin(self) -> None:
         """Page-lock the slots, so the GPU copies them by DMA while the host goes on. Called once the
-        workers have forked: CUDA may keep pinned ranges out of a child's memory (MADV_DONTFORK)."""
+        workers have started: CUDA may keep page-locked ranges out of a forked child (MADV_DONTFORK)."""
         if self.device.type != "cuda" or self.pinned:
             return
-        cudart = torch.cuda.cudart()
-        error = cudart.cudaHostRegister(self.buffer.data_ptr(), self.buffer.numel(), 0)
-        # Unpinned slots still give the right frames, copied by the driver through its own staging
-        # buffer: slower, never wrong.
-        self.pinned = int(getattr(error, "value", error)) == 0
+        with torch.cuda.device(self.device):
+            error = int(torch.cuda.cudart().cudaHostRegister(self.buffer.data_ptr(), self.buffer.numel(), 1))  # 1: portable
+        self.pinned = error == 0
+        if not self.pinned:  # the frames stay right, copied through the driver's staging buffer: slower
+            _clear_cuda_error()
+            print(f"extract: cannot page-lock the decode slots (CUDA error {error}); frames reach the GPU "
+                  f"by slower copies", file=sys.stderr)
 
     def planes(self, stored: dict) -> list[torch.Tensor]:
         """The stored planes, as views of their slot (valid until `release`)."""
@@ -82,22 +94,36 @@ class PinnedRing:
         return [memory[start:start + int(np.prod(shape))].view(shape) for start, shape in stored["planes"]]
 
     def release(self, slot: int) -> None:
-        """Give the slot back once the copies queued from it so far are done; on a CPU at once."""
-        if self.device.type == "cuda":
-            event = torch.cuda.Event(blocking=True)  # a wait below sleeps instead of spinning on a core
-            event.record(torch.cuda.current_stream(self.device))
-            self.copying.append((event, slot))
-            while self.copying and (len(self.copying) > 4 or self.copying[0][0].query()):
-                event, slot = self.copying.popleft()
-                event.synchronize()
-                self.free.put(slot)
-        else:
+        """Give the slot back once the GPU has done everything queued so far (the copies from it among
+        them); with too many such slots held, wait for the oldest. On a CPU at once: the caller has
+        read it (to_crops always makes new tensors)."""
+        if self.device.type != "cuda":
+            self.free.put(slot)
+            return
+        event = torch.cuda.Event(blocking=True)  # a wait below sleeps instead of spinning on a core
+        event.record(torch.cuda.current_stream(self.device))
+        self.copying.append((event, slot))
+        while self.copying and (len(self.copying) > self.max_copying or self.copying[0][0].query()):
+            event, slot = self.copying.popleft()
+            event.synchronize()
             self.free.put(slot)
 
     def close(self) -> None:
-        """Wake every worker waiting for a slot (they send the usual way from then on) and unpin."""
+        """Wake every worker waiting for a slot (they send the DataLoader's way from then on) and unpin."""
         self.free.put(-1)
         if self.pinned:
             torch.cuda.synchronize(self.device)  # no copy may still read the slots
-            torch.cuda.cudart().cudaHostUnregister(self.buffer.data_ptr())
+            if int(torch.cuda.cudart().cudaHostUnregister(self.buffer.data_ptr())) != 0:
+                _clear_cuda_error()  # the memory is freed with the process anyway
             self.pinned = False
+
+
+def _clear_cuda_error() -> None:
+    """torch's cudart binding leaves a failed call's error as CUDA's last error, which the next
+    kernel launch check would then raise as its own. Clear it through the CUDA runtime torch loaded."""
+    try:
+        with open("/proc/self/maps") as maps:
+            path = next(line.split()[-1] for line in maps if "libcudart" in line)
+        ctypes.CDLL(path).cudaGetLastError()
+    except (OSError, StopIteration):
+        pass
