@@ -158,7 +158,8 @@ THREADS_HELP = ("CPU threads of torch in this process (default: one less than th
                 "with other work, use 1")
 
 CNN_THREADS_HELP = ("CPU threads of the CNN process (default: torch's own, every core: on a CPU the CNN is the "
-                    "bound; the decoding workers use one each). On a machine busy with other work, use 1")
+                    "bound, and runs one single-threaded forward per thread on its share of each batch; the "
+                    "decoding workers use one each). On a machine busy with other work, use 1")
 
 
 def _add_threads(p: argparse.ArgumentParser, help: str = THREADS_HELP) -> None:

@@ -263,7 +263,9 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
             # The workers start (importing torch, opening videos) while the model loads.
             threads = torch.get_num_threads()
             try:
-                extractor = FeatureExtractor.create(state_dict, device, options.precision)
+                # On a CPU, one single-threaded forward per thread torch was given (features._lanes_forward)
+                extractor = FeatureExtractor.create(state_dict, device, options.precision,
+                                                    lanes=threads if device.type == "cpu" else 1)
                 if device.type == "cuda":
                     # The CNN runs on the GPU; host-side tensor copies would wake a spinning OpenMP thread
                     # per core and take those cores from the decode workers, the bottleneck.

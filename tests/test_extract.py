@@ -186,6 +186,21 @@ def test_cnn_batches_hold_exactly_the_batch_size_whatever_the_chunk_sizes():
         assert [c["first"] for c in mine] == [True] + [False] * (len(mine) - 1)
 
 
+def test_single_threaded_lanes_on_a_cpu_give_the_features_of_one_forward():
+    """On a CPU the extractor runs one single-threaded forward per thread, each on its share of the
+    batch; the rows must come back in the batch's order, whatever the chunks' sizes."""
+    from pipeline.features import FeatureExtractor
+
+    g = torch.Generator().manual_seed(0)
+    chunks = [torch.randint(0, 256, (n, 224, 224, 3), dtype=torch.uint8, generator=g) for n in (3, 1, 6)]
+    cpu, threads = torch.device("cpu"), torch.get_num_threads()
+    whole = FeatureExtractor.create(None, cpu)(chunks)
+    for lanes in (2, 3, 4):
+        split = FeatureExtractor.create(None, cpu, lanes=lanes)(chunks)
+        torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-4)
+    assert torch.get_num_threads() == threads  # each lane's single thread is its own setting
+
+
 def test_a_bad_video_is_recorded_as_failed_and_the_rest_still_done(tmp_path, capsys, weights_file):
     write_video(tmp_path / "in" / "x" / "good.mp4", 12)
     (tmp_path / "in" / "x" / "bad.mp4").write_text("this is not a video")
