@@ -242,6 +242,8 @@ def main(argv=None) -> None:
         extract_fps = summary.frames / summary.seconds
         print(f"extract:        {extract_fps:9.1f} frames/s ({summary.frames} frames in {summary.seconds:.1f} s, "
               f"{len(summary.failures)} failed)")
+        print(f"  after its start-up ({summary.startup_seconds:.1f} s to the first batch): "
+              f"{summary.rate_after_startup():.1f} frames/s")
         print(f"  {use.report()}")
         if args.shards:
             frames, seconds, failed = extract_in_shards(folder, Path(tmp) / "shards", options, args.shards)

@@ -62,6 +62,14 @@ class ExtractSummary:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (video id, reason)
     weights_name: str = ""
+    # seconds until the first CNN batch was filed, and its frames: the rate after it leaves out the
+    # start-up (forking the workers, building the model, the first batch), for benchmarks of short runs
+    startup_seconds: float = 0.0
+    startup_frames: int = 0
+
+    def rate_after_startup(self) -> float:
+        frames, seconds = self.frames - self.startup_frames, self.seconds - self.startup_seconds
+        return frames / seconds if frames > 0 and seconds > 0 else 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -275,6 +283,8 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
                 decoding.close()
                 torch.set_num_threads(threads)
     summary.seconds = time.perf_counter() - started
+    if summary.startup_frames:  # (the loop noted when, on the same clock)
+        summary.startup_seconds -= started
     return summary
 
 
@@ -464,6 +474,8 @@ class _ExtractLoop:
                     self.commits.append(self.committer.submit(self.writers.pop(c["video"]).commit))
             offset += n
         self.frames_seen += len(features)
+        if not self.summary.startup_frames:
+            self.summary.startup_seconds, self.summary.startup_frames = time.perf_counter(), len(features)
         self.batches_run += 1
         if self.batches_run % TRIM_EVERY == 0:
             release_free_memory()

@@ -201,6 +201,17 @@ def test_single_threaded_lanes_on_a_cpu_give_the_features_of_one_forward():
     assert torch.get_num_threads() == threads  # each lane's single thread is its own setting
 
 
+def test_the_summary_says_when_the_first_batch_was_filed(tmp_path, video_folder, weights_file):
+    """Benchmarks of short runs report the rate after the start-up (bench_extract.py)."""
+    from pipeline.extract import ExtractOptions, extract
+    from pipeline.inputs import find_videos
+
+    summary = extract(find_videos(video_folder), tmp_path / "cache",
+                      ExtractOptions(weights=str(weights_file), batch_size=16, workers=0, progress=False))
+    assert summary.frames > 16 and summary.startup_frames == 16
+    assert 0 < summary.startup_seconds < summary.seconds and summary.rate_after_startup() > 0
+
+
 def test_a_bad_video_is_recorded_as_failed_and_the_rest_still_done(tmp_path, capsys, weights_file):
     write_video(tmp_path / "in" / "x" / "good.mp4", 12)
     (tmp_path / "in" / "x" / "bad.mp4").write_text("this is not a video")
