@@ -36,7 +36,7 @@ import torch
 from cpu_use import CpuUse
 from machine import machine
 from pipeline.extract import Decoding, ExtractOptions, extract, resolve_device
-from pipeline.features import CROP_SIZE, FeatureExtractor, resolve_weights
+from pipeline.features import CROP_SIZE, FeatureExtractor, cpu_lanes, resolve_weights
 from pipeline.inputs import find_videos
 
 SIZES = {"320x240": (320, 240), "720p": (1280, 720), "1080p": (1920, 1080)}
@@ -227,8 +227,10 @@ def main(argv=None) -> None:
 
         forward = fastest_forward(device, batch_size, args.cnn_seconds, args.precision)
         state_dict, _ = resolve_weights("random")
-        extractor = FeatureExtractor.create(state_dict, device, args.precision)
+        lanes = cpu_lanes(torch.get_num_threads(), batch_size) if device.type == "cpu" else 1  # as extract runs it
+        extractor = FeatureExtractor.create(state_dict, device, args.precision, lanes=lanes)
         pipeline_cnn = cnn_ceiling(extractor, batch_size, args.cnn_seconds / 2)
+        extractor.close()
         cnn_fps = max(*forward.values(), pipeline_cnn)
         per_core = f", one single-threaded forward per core {forward['one per core']:.1f}" if "one per core" in forward else ""
         print(f"cnn ceiling:    {cnn_fps:9.1f} frames/s (AlexNet alone: NCHW {forward['NCHW']:.1f}, channels_last "

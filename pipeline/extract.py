@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import __version__, devices
 from .cache import (FORMAT_VERSION, SETTINGS_FILE, CacheError, CacheWriter, read_records, refuse_other_settings,
                     shard_dir, write_json_atomic)
-from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, FeatureExtractor, preprocessing_settings,
+from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, FeatureExtractor, cpu_lanes, preprocessing_settings,
                        resolve_weights)
 from .inputs import VideoSource, assign_shard
 from .preprocess import to_crops
@@ -62,8 +62,9 @@ class ExtractSummary:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (video id, reason)
     weights_name: str = ""
-    # seconds until the first CNN batch was filed, and its frames: the rate after it leaves out the
-    # start-up (forking the workers, building the model, the first batch), for benchmarks of short runs
+    # seconds until the first CNN batch was computed (on a GPU: queued), and its frames: the rate after
+    # it leaves out the start-up (forking the workers, building the model, cuDNN's tuning), for
+    # benchmarks of short runs
     startup_seconds: float = 0.0
     startup_frames: int = 0
 
@@ -270,21 +271,22 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
             decoding = Decoding(todo, options, batch_size, device)
             # The workers start (importing torch, opening videos) while the model loads.
             threads = torch.get_num_threads()
+            extractor = None
             try:
-                # On a CPU, one single-threaded forward per thread torch was given (features._lanes_forward)
+                # On a CPU, forwards at once on shares of each batch (features._lanes_forward)
                 extractor = FeatureExtractor.create(state_dict, device, options.precision,
-                                                    lanes=threads if device.type == "cpu" else 1)
+                                                    lanes=cpu_lanes(threads, batch_size) if device.type == "cpu" else 1)
                 if device.type == "cuda":
                     # The CNN runs on the GPU; host-side tensor copies would wake a spinning OpenMP thread
                     # per core and take those cores from the decode workers, the bottleneck.
                     torch.set_num_threads(1)
-                _ExtractLoop(todo, cache, extractor, batch_size, summary, options.progress).run(decoding)
+                _ExtractLoop(todo, cache, extractor, batch_size, summary, options.progress, started).run(decoding)
             finally:
                 decoding.close()
+                if extractor is not None:
+                    extractor.close()
                 torch.set_num_threads(threads)
     summary.seconds = time.perf_counter() - started
-    if summary.startup_frames:  # (the loop noted when, on the same clock)
-        summary.startup_seconds -= started
     return summary
 
 
@@ -387,8 +389,10 @@ class _ExtractLoop:
     MAX_PENDING_COMMITS = 32  # bounds the memory held by finished videos waiting for the disk
 
     def __init__(self, todo, cache: CacheWriter, extractor: FeatureExtractor, batch_size: int,
-                 summary: ExtractSummary, progress: bool):
+                 summary: ExtractSummary, progress: bool, started: float | None = None):
         self.todo, self.cache, self.extractor, self.summary = todo, cache, extractor, summary
+        # extract's start (perf_counter), for summary.startup_seconds
+        self.started = time.perf_counter() if started is None else started
         self.batcher = _Batcher(batch_size)
         self.writers = {}  # video number -> VideoWriter, for videos in flight
         self.commits: deque[Future] = deque()
@@ -458,6 +462,9 @@ class _ExtractLoop:
         started = None
         if chunks:
             started = (chunks, self.extractor.start([c.pop("frames") for c in chunks]))  # frames: no longer needed
+            if not self.summary.startup_frames:  # the first batch is computed (CPU) or queued (GPU)
+                self.summary.startup_seconds = time.perf_counter() - self.started
+                self.summary.startup_frames = sum(len(c["times"]) for c in chunks)
         if self.in_flight:
             self._file(*self.in_flight)
         self.in_flight = started
@@ -474,8 +481,6 @@ class _ExtractLoop:
                     self.commits.append(self.committer.submit(self.writers.pop(c["video"]).commit))
             offset += n
         self.frames_seen += len(features)
-        if not self.summary.startup_frames:
-            self.summary.startup_seconds, self.summary.startup_frames = time.perf_counter(), len(features)
         self.batches_run += 1
         if self.batches_run % TRIM_EVERY == 0:
             release_free_memory()

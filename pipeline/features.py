@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +110,16 @@ def build_alexnet(state_dict: dict | None) -> torch.nn.Module:
     return model.eval()
 
 
+def cpu_lanes(threads: int, batch_size: int) -> int:
+    """How many forwards a CPU box runs at once (FeatureExtractor._lanes_forward): one per thread,
+    as measured on 2 cores, but no lane under 8 rows (on a big box the fully-connected layers'
+    weights would be read once per few frames), and one where torch's threads are not OpenMP's
+    (its own pool cannot give each lane a thread count of its own)."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return 1
+    return max(1, min(threads, batch_size // 8))
+
+
 @dataclass
 class FeatureExtractor:
     """uint8 RGB frames (N, 224, 224, 3) -> (N, 1000) float32 features, on one device."""
@@ -117,7 +127,7 @@ class FeatureExtractor:
     model: torch.nn.Module
     device: torch.device
     precision: str = "fp32"
-    # On a CPU: independent single-threaded forwards, each on its share of the batch (see `_lanes_forward`)
+    # On a CPU: independent forwards at once, each on its share of the batch (see `_lanes_forward`)
     lanes: int = 1
 
     def _cpu_input(self, frames: list[torch.Tensor]) -> torch.Tensor:
@@ -147,30 +157,42 @@ class FeatureExtractor:
             return self.model(x)
 
     def _lanes_forward(self, frames: list[torch.Tensor]) -> torch.Tensor:
-        """One single-threaded forward per lane, at once, each on its share of the rows. On a CPU this
-        beats one forward on as many threads (153 against 141 frames/s on 2 cores, BENCHMARKS.md): a
-        multi-threaded forward waits at every layer for its slowest thread, and a thread that loses
-        its core to a decode worker holds all of them up; a lane that does only delays itself."""
+        """Forwards at once, one per lane, each on its share of the rows, each with its share of the
+        threads (one each on a small CPU). Independent forwards beat one forward on as many threads
+        on a CPU (153 against 141 frames/s on 2 cores, BENCHMARKS.md): a multi-threaded forward waits
+        for its slowest thread at every layer, and a thread that lost its core to a decode worker holds
+        all of them up; lanes meet once a batch."""
         x = self._cpu_input(frames)
         bounds = np.linspace(0, len(x), self.lanes + 1).astype(int)
 
         def lane(i: int) -> torch.Tensor:
             with torch.inference_mode():
-                torch.set_num_threads(1)  # this thread's OpenMP team: itself
                 part = x[bounds[i]:bounds[i + 1]]
                 self._fill(part, frames, bounds[i], bounds[i + 1])
                 return self._normalised_forward(part)
 
-        return torch.cat(list(self._lane_pool.map(lane, range(self.lanes))))
+        running = [self._lane_pool.submit(lane, i) for i in range(self.lanes)]
+        wait(running)  # all of them, even where one failed: none may still write into the buffer
+        return torch.cat([r.result() for r in running])
 
     def __post_init__(self):
         self._buffer = None  # the CPU's input batch, reused (see _cpu_input)
-        self._lane_pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="cnn-lane") if (
-            self.device.type == "cpu" and self.lanes > 1) else None
         # Made once: a tensor made from host values each batch would wait for the GPU to finish the
         # batch before (a copy from pageable memory synchronizes the stream first).
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._lane_pool = None
+        if self.device.type == "cpu" and self.lanes > 1:
+            # Each lane's thread sets its own OpenMP team once. (torch.set_num_threads also sets the
+            # count that threads started later begin with: extract() restores it when it ends.)
+            self._lane_pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="cnn-lane", initializer=torch.set_num_threads,
+                                                 initargs=(max(1, torch.get_num_threads() // self.lanes),))
+
+    def close(self) -> None:
+        """Stop the lanes' threads now rather than when the extractor is collected."""
+        if self._lane_pool is not None:
+            self._lane_pool.shutdown(wait=True, cancel_futures=True)
+            self._lane_pool = None
 
     @classmethod
     def create(cls, state_dict: dict | None, device: torch.device, precision: str = "fp32",

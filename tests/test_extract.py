@@ -186,29 +186,33 @@ def test_cnn_batches_hold_exactly_the_batch_size_whatever_the_chunk_sizes():
         assert [c["first"] for c in mine] == [True] + [False] * (len(mine) - 1)
 
 
-def test_single_threaded_lanes_on_a_cpu_give_the_features_of_one_forward():
-    """On a CPU the extractor runs one single-threaded forward per thread, each on its share of the
-    batch; the rows must come back in the batch's order, whatever the chunks' sizes."""
-    from pipeline.features import FeatureExtractor
+def test_lanes_on_a_cpu_give_the_features_of_one_forward():
+    """On a CPU the extractor runs forwards at once, each on its share of the batch; the rows must
+    come back in the batch's order, whatever the chunks' sizes, also with fewer rows than lanes."""
+    from pipeline.features import FeatureExtractor, cpu_lanes
 
     g = torch.Generator().manual_seed(0)
-    chunks = [torch.randint(0, 256, (n, 224, 224, 3), dtype=torch.uint8, generator=g) for n in (3, 1, 6)]
+    chunks = [torch.randint(0, 256, (n, 224, 224, 3), dtype=torch.uint8, generator=g) for n in (3, 0, 1, 6)]
     cpu, threads = torch.device("cpu"), torch.get_num_threads()
-    whole = FeatureExtractor.create(None, cpu)(chunks)
+    one = FeatureExtractor.create(None, cpu)
     for lanes in (2, 3, 4):
-        split = FeatureExtractor.create(None, cpu, lanes=lanes)(chunks)
-        torch.testing.assert_close(split, whole, rtol=1e-4, atol=1e-4)
-    assert torch.get_num_threads() == threads  # each lane's single thread is its own setting
+        split = FeatureExtractor.create(None, cpu, lanes=lanes)
+        torch.testing.assert_close(split(chunks), one(chunks), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(split(chunks[2:3]), one(chunks[2:3]), rtol=1e-4, atol=1e-4)  # 1 row, 3 lanes
+        split.close()
+    assert torch.get_num_threads() == threads  # the lanes set their own threads' counts
+    openmp = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+    assert (cpu_lanes(2, 32), cpu_lanes(16, 32), cpu_lanes(8, 4)) == ((2, 4, 1) if openmp else (1, 1, 1))
 
 
-def test_the_summary_says_when_the_first_batch_was_filed(tmp_path, video_folder, weights_file):
+def test_the_summary_says_when_the_first_batch_was_computed(tmp_path, video_folder, weights_file):
     """Benchmarks of short runs report the rate after the start-up (bench_extract.py)."""
     from pipeline.extract import ExtractOptions, extract
     from pipeline.inputs import find_videos
 
     summary = extract(find_videos(video_folder), tmp_path / "cache",
                       ExtractOptions(weights=str(weights_file), batch_size=16, workers=0, progress=False))
-    assert summary.frames > 16 and summary.startup_frames == 16
+    assert summary.frames > 32 and summary.startup_frames == 16
     assert 0 < summary.startup_seconds < summary.seconds and summary.rate_after_startup() > 0
 
 
