@@ -273,7 +273,7 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
             threads = torch.get_num_threads()
             extractor = None
             try:
-                # On a CPU, forwards at once on shares of each batch (features._lanes_forward)
+                # On a CPU, forwards at once on shares of each batch (features.FeatureExtractor._lanes_start)
                 extractor = FeatureExtractor.create(state_dict, device, options.precision,
                                                     lanes=cpu_lanes(threads, batch_size) if device.type == "cpu" else 1)
                 if device.type == "cuda":

@@ -111,7 +111,7 @@ def build_alexnet(state_dict: dict | None) -> torch.nn.Module:
 
 
 def cpu_lanes(threads: int, batch_size: int) -> int:
-    """How many forwards a CPU box runs at once (FeatureExtractor._lanes_forward): one per thread,
+    """How many forwards a CPU box runs at once (FeatureExtractor._lanes_start): one per thread,
     as measured on 2 cores, but no lane under 8 rows (on a big box the fully-connected layers'
     weights would be read once per few frames), and one where torch's threads are not OpenMP's
     (its own pool cannot give each lane a thread count of its own)."""
@@ -127,17 +127,19 @@ class FeatureExtractor:
     model: torch.nn.Module
     device: torch.device
     precision: str = "fp32"
-    # On a CPU: independent forwards at once, each on its share of the batch (see `_lanes_forward`)
+    # On a CPU: independent forwards at once, each on its share of the batch (see `_lanes_start`)
     lanes: int = 1
 
-    def _cpu_input(self, frames: list[torch.Tensor]) -> torch.Tensor:
-        """The chunks as one float NHWC batch, written into a buffer kept from batch to batch: on a CPU
+    def _cpu_input(self, frames: list[torch.Tensor], turn: int = 0) -> torch.Tensor:
+        """Room for the chunks as one float NHWC batch, in a buffer kept from batch to batch: on a CPU
         every fresh MB costs page faults (a new 19 MB float batch each step cost 6-8% of the CNN's time
-        on this project's 2-core machine), and the uint8 chunks go straight in, without joining them first."""
+        on this project's 2-core machine), and the uint8 chunks go straight in (`_fill`), without
+        joining them first. Two buffers (`turn`): lanes compute one batch while the next is filled."""
         n = sum(len(f) for f in frames)
-        if self._buffer is None or len(self._buffer) < n or frames[0].shape[1:] != self._buffer.shape[1:]:
-            self._buffer = torch.empty((n, *frames[0].shape[1:]), dtype=torch.float32)
-        return self._buffer[:n]
+        buffer = self._buffers[turn]
+        if buffer is None or len(buffer) < n or frames[0].shape[1:] != buffer.shape[1:]:
+            buffer = self._buffers[turn] = torch.empty((n, *frames[0].shape[1:]), dtype=torch.float32)
+        return buffer[:n]
 
     @staticmethod
     def _fill(buffer: torch.Tensor, frames: list[torch.Tensor], start: int, stop: int) -> None:
@@ -156,27 +158,34 @@ class FeatureExtractor:
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             return self.model(x)
 
-    def _lanes_forward(self, frames: list[torch.Tensor]) -> torch.Tensor:
-        """Forwards at once, one per lane, each on its share of the rows, each with its share of the
-        threads (one each on a small CPU). Independent forwards beat one forward on as many threads
-        on a CPU (153 against 141 frames/s on 2 cores, BENCHMARKS.md): a multi-threaded forward waits
-        for its slowest thread at every layer, and a thread that lost its core to a decode worker holds
-        all of them up; lanes meet once a batch."""
-        x = self._cpu_input(frames)
+    def _lanes_start(self, frames: list[torch.Tensor]) -> list:
+        """Start forwards at once, one per lane, each on its share of the rows, each with its share of
+        the threads (one each on a small CPU); their futures. Independent forwards beat one forward on
+        as many threads on a CPU (153 against 141 frames/s on 2 cores, BENCHMARKS.md): a
+        multi-threaded forward waits for its slowest thread at every layer, and a thread that lost its
+        core to a decode worker holds all of them up. Started, not waited for: the caller gathers the
+        next batch meanwhile, and a lane that finishes early goes on to its share of that one."""
+        turn, self._turn = self._turn, self._turn ^ 1
+        wait(self._running[turn])  # the batch before the last one, which read this buffer
+        x = self._cpu_input(frames, turn)
         bounds = np.linspace(0, len(x), self.lanes + 1).astype(int)
 
         def lane(i: int) -> torch.Tensor:
             with torch.inference_mode():
                 part = x[bounds[i]:bounds[i + 1]]
                 self._fill(part, frames, bounds[i], bounds[i + 1])
-                return self._normalised_forward(part)
+                return self._normalised_forward(part).float()
 
-        running = [self._lane_pool.submit(lane, i) for i in range(self.lanes)]
-        wait(running)  # all of them, even where one failed: none may still write into the buffer
+        self._running[turn] = [self._lane_pool.submit(lane, i) for i in range(self.lanes)]
+        return self._running[turn]
+
+    @staticmethod
+    def _joined(running: list) -> torch.Tensor:
+        wait(running)  # all of them, even where one failed: none may still write into a buffer
         return torch.cat([r.result() for r in running])
 
     def __post_init__(self):
-        self._buffer = None  # the CPU's input batch, reused (see _cpu_input)
+        self._buffers, self._turn, self._running = [None, None], 0, [[], []]  # the CPU's input batches (_cpu_input)
         # Made once: a tensor made from host values each batch would wait for the GPU to finish the
         # batch before (a copy from pageable memory synchronizes the stream first).
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
@@ -210,7 +219,7 @@ class FeatureExtractor:
         if isinstance(frames, torch.Tensor):
             frames = [frames]
         if self._lane_pool is not None:
-            return self._lanes_forward(frames).float()
+            return self._joined(self._lanes_start(frames))
         if self.device.type == "cpu":
             x = self._cpu_input(frames)
             self._fill(x, frames, 0, len(x))
@@ -222,8 +231,10 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def start(self, frames: list[torch.Tensor]) -> "PendingFeatures":
-        """Queue a batch and return at once on CUDA, so the host can file the previous batch while
-        the GPU computes this one; on a CPU the work is done before this returns."""
+        """Queue a batch and return at once on CUDA and in lanes on a CPU, so the host can file the
+        previous batch while this one is computed; with one CPU lane the work is done before this returns."""
+        if self._lane_pool is not None:
+            return PendingFeatures(None, None, self._lanes_start(frames))
         if self.device.type != "cuda":
             return PendingFeatures(self(frames), None)
         with torch.cuda.device(self.device):  # the event goes on this device's stream, not on cuda:0's
@@ -237,10 +248,13 @@ class FeatureExtractor:
 
 @dataclass
 class PendingFeatures:
-    host: torch.Tensor  # (N, 1000) float32, on the host once `done` has fired
+    host: torch.Tensor | None  # (N, 1000) float32, on the host once `done` has fired
     done: "torch.cuda.Event | None"
+    lanes: list | None = None  # or the futures of a CPU's lanes, whose rows make it
 
     def numpy(self):
+        if self.lanes is not None:
+            self.host, self.lanes = FeatureExtractor._joined(self.lanes), None
         if self.done is not None:
             self.done.synchronize()
         return self.host.numpy()

@@ -199,6 +199,12 @@ def test_lanes_on_a_cpu_give_the_features_of_one_forward():
         split = FeatureExtractor.create(None, cpu, lanes=lanes)
         torch.testing.assert_close(split(chunks), one(chunks), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(split(chunks[2:3]), one(chunks[2:3]), rtol=1e-4, atol=1e-4)  # 1 row, 3 lanes
+        # started before the batches before them are read (extract keeps one in flight; here three,
+        # the third in the first one's buffer)
+        batches = [chunks, chunks[::-1], chunks[3:]]
+        pending = [split.start(b) for b in batches]
+        for b, p in zip(batches, pending):
+            np.testing.assert_allclose(p.numpy(), one(b).numpy(), rtol=1e-4, atol=1e-4)
         split.close()
     assert torch.get_num_threads() == threads  # the lanes set their own threads' counts
     openmp = "parallel backend: OpenMP" in torch.__config__.parallel_info()
