@@ -62,9 +62,9 @@ class ExtractSummary:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (video id, reason)
     weights_name: str = ""
-    # seconds until the first CNN batch was computed (on a GPU: queued), and its frames: the rate after
-    # it leaves out the start-up (forking the workers, building the model, cuDNN's tuning), for
-    # benchmarks of short runs
+    # seconds until the first CNN batch was started (queued on a GPU or in a CPU's lanes), and its
+    # frames: the rate after it leaves out the start-up (forking the workers, building the model,
+    # cuDNN's tuning), for benchmarks of short runs
     startup_seconds: float = 0.0
     startup_frames: int = 0
 
@@ -462,7 +462,7 @@ class _ExtractLoop:
         started = None
         if chunks:
             started = (chunks, self.extractor.start([c.pop("frames") for c in chunks]))  # frames: no longer needed
-            if not self.summary.startup_frames:  # the first batch is computed (CPU) or queued (GPU)
+            if not self.summary.startup_frames:  # the first batch is started
                 self.summary.startup_seconds = time.perf_counter() - self.started
                 self.summary.startup_frames = sum(len(c["times"]) for c in chunks)
         if self.in_flight:
