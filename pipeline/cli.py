@@ -158,7 +158,7 @@ THREADS_HELP = ("CPU threads of torch in this process (default: one less than th
                 "with other work, use 1")
 
 CNN_THREADS_HELP = ("CPU threads of the CNN process (default: torch's own, every core: on a CPU the CNN is the "
-                    "bound, and runs one single-threaded forward per thread on its share of each batch; the "
+                    "bound, and runs several forwards at once, each on its share of each batch and threads; the "
                     "decoding workers use one each). On a machine busy with other work, use 1")
 
 

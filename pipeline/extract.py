@@ -342,6 +342,9 @@ class Decoding:
         on_gpu = device.type == "cuda"
         workers = worker_count(options, todo)
         if slots is None and on_gpu and workers:
+            # A slot holds a chunk: up to MAX_CHUNK_BYTES and the frame that crossed it (8 MB: a 4K
+            # frame's region). One per worker, and 6 more: the up to 4 the GPU may still be copying from
+            # (pinned_slots.MAX_COPYING), and 2 to spare.
             slots = PinnedSlots.fitting(workers + 6, MAX_CHUNK_BYTES + (8 << 20), device)
         self.slots = slots
         self.items = iter(decode_loader(todo, options, batch_size, pin_memory=on_gpu and slots is None,
