@@ -24,8 +24,8 @@ from tqdm import tqdm
 from . import __version__, devices
 from .cache import (FORMAT_VERSION, SETTINGS_FILE, CacheError, CacheWriter, read_records, refuse_other_settings,
                     shard_dir, write_json_atomic)
-from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, FeatureExtractor, cpu_lanes, preprocessing_settings,
-                       resolve_weights)
+from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, FeatureExtractor, cpu_lanes, default_batch_size,
+                       preprocessing_settings, resolve_weights)
 from .inputs import VideoSource, assign_shard
 from .preprocess import to_crops
 from .decord_video import DECODERS, open_video
@@ -43,7 +43,7 @@ class ExtractOptions:
     fps: float = 30.0
     weights: str = "imagenet"  # imagenet | random | path to a state dict
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    batch_size: int | None = None  # frames per CNN batch; None: 512 on a GPU, 32 on a CPU
+    batch_size: int | None = None  # frames per CNN batch; None: features.default_batch_size
     workers: int | None = None  # decode processes; None: every core but one; 0: decode in this process
     dtype: str = "float32"  # stored feature dtype
     precision: str = "fp32"  # CNN arithmetic on CUDA; fp16/bf16 change features by about 1e-3 relative
@@ -261,7 +261,7 @@ def extract(sources: list[VideoSource], cache_path, options: ExtractOptions) -> 
         todo = [s for s in sources if s.id not in done_elsewhere and not cache.is_done(s.id, options.retry_failed)]
         summary.skipped = len(sources) - len(todo)
         if todo:
-            batch_size = options.batch_size or (512 if device.type == "cuda" else 32)
+            batch_size = options.batch_size or default_batch_size(device, torch.get_num_threads())
             if device.type == "cuda" and device.index is not None:
                 # Page-locking (the slots, or the DataLoader's pin-memory thread) works on the current
                 # device: without this, every torchrun rank would open a context on cuda:0. CUDA is

@@ -189,7 +189,7 @@ def test_cnn_batches_hold_exactly_the_batch_size_whatever_the_chunk_sizes():
 def test_lanes_on_a_cpu_give_the_features_of_one_forward():
     """On a CPU the extractor runs forwards at once, each on its share of the batch; the rows must
     come back in the batch's order, whatever the chunks' sizes, also with fewer rows than lanes."""
-    from pipeline.features import FeatureExtractor, cpu_lanes
+    from pipeline.features import FeatureExtractor, cpu_lanes, default_batch_size
 
     g = torch.Generator().manual_seed(0)
     chunks = [torch.randint(0, 256, (n, 224, 224, 3), dtype=torch.uint8, generator=g) for n in (3, 0, 1, 6)]
@@ -209,6 +209,9 @@ def test_lanes_on_a_cpu_give_the_features_of_one_forward():
     assert torch.get_num_threads() == threads  # the lanes set their own threads' counts
     openmp = "parallel backend: OpenMP" in torch.__config__.parallel_info()
     assert (cpu_lanes(2, 32), cpu_lanes(16, 32), cpu_lanes(8, 4)) == ((2, 4, 1) if openmp else (1, 1, 1))
+    # by default each lane gets 32 rows (AlexNet's single-threaded forward is slower on fewer), at most 256 in all
+    assert [default_batch_size(cpu, n) for n in (1, 2, 16)] == ([32, 64, 256] if openmp else [32, 32, 32])
+    assert default_batch_size(torch.device("cuda"), 2) == 512
 
 
 def test_the_summary_says_when_the_first_batch_was_computed(tmp_path, video_folder, weights_file):
