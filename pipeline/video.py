@@ -303,7 +303,9 @@ class VideoReader:
 class _PresentationClock:
     """Each decoded frame's presentation time, as FFmpeg's best_effort_timestamp picks it: the pts,
     unless the pts run out of order more often than the dts do (H.264 with B-frames in AVI gives pts
-    in decode order), then the dts; a frame with neither is the frame before's plus its duration."""
+    in decode order), then the dts; a frame without the chosen one is the frame before's plus its
+    duration. (There FFmpeg takes the pts: the frames an AVI's decoder gives back at the end have no
+    dts, and their decode-order pts would run backwards.)"""
 
     def __init__(self, nominal_frame_duration: float):
         self.nominal = nominal_frame_duration
@@ -324,7 +326,7 @@ class _PresentationClock:
         if dts is not None:
             self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
             self.last_dts = dts
-        chosen = pts if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None) else dts
+        chosen = (pts if pts is not None else dts) if self.faulty_pts <= self.faulty_dts else dts
         if chosen is not None and frame.time_base:
             t = float(chosen * frame.time_base)
         elif self.previous is None:

@@ -206,18 +206,21 @@ def test_a_29_97_fps_source_keeps_the_right_frame_for_hours():
     assert shown == [k * 1000 // 1001 for k in range(len(shown))]
 
 
-def test_h264_with_b_frames_in_avi_is_timed_by_its_decode_order(tmp_path):
+@pytest.mark.parametrize("bframes", [2, 3])
+def test_h264_with_b_frames_in_avi_is_timed_by_its_decode_order(tmp_path, bframes):
     """AVI has no presentation times: FFmpeg's pts come out in decode order there, and its
-    best-effort timestamp takes the dts instead, as the pipeline does."""
+    best-effort timestamp takes the dts instead, as the pipeline does. With 3 B-frames (a B-pyramid)
+    the frames the decoder gives back at the end have no dts, and their pts, still in decode order,
+    run backwards (FFmpeg's best-effort timestamp takes them): each follows the frame before."""
     import av
     from fractions import Fraction
 
     path = tmp_path / "b.avi"
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(30))
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv444p"
-        stream.options = {"qp": "0", "preset": "ultrafast", "x264-params": "bframes=2:b-adapt=0"}
-        for i in range(30):
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.options = {"crf": "10", "preset": "ultrafast", "x264-params": f"bframes={bframes}:b-adapt=0:keyint=12:scenecut=0"}
+        for i in range(40):
             frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 + 4 * i, np.uint8), format="rgb24")
             frame.pts = i
             for packet in stream.encode(frame):
@@ -225,7 +228,7 @@ def test_h264_with_b_frames_in_avi_is_timed_by_its_decode_order(tmp_path):
         for packet in stream.encode():
             container.mux(packet)
     index, crops, _ = decode(path)
-    assert index == list(range(30)) and [frame_number(c) for c in crops] == index
+    assert index == list(range(40)) and [frame_number(c) for c in crops] == index
 
 
 def test_a_frame_shown_for_minutes_is_split_across_chunks_of_bounded_size(tmp_path):
