@@ -209,6 +209,9 @@ class VideoReader:
             raise VideoError(f"unsupported video codec {name!r}: the FFmpeg under PyAV has no decoder for it")
         if self.container.format.name.endswith("_pipe") or self.container.format.name == "image2":
             self.close()  # FFmpeg opens a still image as a one-frame video
+            if _animated_webp(self.path):
+                raise VideoError("an animated WebP: the FFmpeg under PyAV cannot decode its frames "
+                                 "(FFmpeg decodes animated WebP from version 9)")
             raise VideoError(f"not a video: a still image ({self.container.format.name.replace('_pipe', '')})")
         codec.thread_count = 1  # one decode process per core is the parallelism
         self.codec_name = codec.name
@@ -396,6 +399,13 @@ def video_stream(container):
     audio file's album art, a thumbnail in an MP4 or Matroska file) is a one-frame video stream to
     FFmpeg: read as the video, an audio file would be stored as one frame of its cover."""
     return next((s for s in container.streams.video if not _is_picture(s)), None)
+
+
+def _animated_webp(path: Path) -> bool:
+    """A WebP whose VP8X header flags an animation (FFmpeg 8 and before skip its frames)."""
+    with open(path, "rb") as f:
+        head = f.read(21)
+    return head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8X" and len(head) == 21 and bool(head[20] & 0x02)
 
 
 def _is_picture(stream) -> bool:

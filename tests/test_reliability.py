@@ -101,9 +101,15 @@ def make_bad_inputs(folder):
     os.rename(folder / "image.png", folder / "image.mp4")
     (folder / "text.mp4").write_text("just some text\n")
     write_audio_only(folder / "audio.mp4")
+    # an animated WebP (what web scrapes hold as .webp, or renamed): FFmpeg before 9 sees a still image
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(
+        folder / "anim.webp", save_all=True, duration=100, loop=0,
+        append_images=[Image.fromarray(np.full((48, 64, 3), 150, np.uint8))])
+    os.rename(folder / "anim.webp", folder / "webp.mp4")
     return {"empty.mp4": "empty file", "random.mp4": "not a readable video container",
             "truncated.mp4": "not a readable video container", "image.mp4": "not a video: a still image",
-            "text.mp4": "not a readable video container", "audio.mp4": "no video stream (the file holds only audio)"}
+            "text.mp4": "not a readable video container", "audio.mp4": "no video stream (the file holds only audio)",
+            "webp.mp4": "an animated WebP"}
 
 
 def test_bad_files_are_reported_one_by_one_and_the_good_ones_are_kept(tmp_path, weights_file):
