@@ -87,6 +87,42 @@ FORMATS = [
     Format("mpeg2_pal_720x576.mpg", "mpeg2video", "yuv420p", container="vob", fps=Fraction(25), size=(720, 576),
            frames=10, options={"g": "12", "bf": "2"}),
     Format("h264_portrait.mp4", "libx264", "yuv420p", size=(144, 256), options={"preset": "ultrafast"}),
+    # a sweep of further formats (2026-11-28): screen recorders, old AVI codecs, raw and intermediate
+    # codecs, broadcast MXF, more sizes and rates
+    Format("qtrle.mov", "qtrle", "rgb24", frames=12),
+    Format("qtrle_argb.mov", "qtrle", "argb", frames=12),
+    Format("cinepak.avi", "cinepak", "rgb24", frames=12),
+    Format("msvideo1.avi", "msvideo1", "rgb555le", frames=12),
+    Format("huffyuv.avi", "huffyuv", "yuv422p", frames=12),
+    Format("ffvhuff_rgb.avi", "ffvhuff", "bgra", frames=12),
+    Format("raw_uyvy.avi", "rawvideo", "uyvy422", frames=8),
+    Format("raw_nv12.mkv", "rawvideo", "nv12", frames=8),
+    Format("jpeg2000.mov", "jpeg2000", "yuv420p", frames=6),
+    Format("snow.avi", "snow", "yuv420p", frames=10),
+    Format("h261.avi", "h261", "yuv420p", frames=12),
+    Format("flashsv.flv", "flashsv", "bgr24", frames=8),
+    Format("zmbv.avi", "zmbv", "bgr0", frames=8),
+    Format("h264_bframes.flv", "libx264", "yuv420p", options=X264_B),
+    Format("h264_bframes_1080p.mp4", "libx264", "yuv420p", size=(1920, 1080), frames=8, options=X264_B),
+    Format("hevc_bframes_offset.mov", "libx265", "yuv420p", first_pts=0.3,
+           options={"preset": "ultrafast", "x265-params": "log-level=none:bframes=3"}),
+    Format("vp9_444.webm", "libvpx-vp9", "yuv444p", options={"deadline": "realtime", "cpu-used": "8"}),
+    Format("mjpeg_420.mov", "mjpeg", "yuvj420p", frames=12),
+    Format("mpeg4_bframes.mkv", "mpeg4", "yuv420p", options={"bf": "2", "qscale": "2"}),
+    Format("mpeg2_422.mxf", "mpeg2video", "yuv422p", container="mxf", fps=Fraction(25), size=(720, 576), frames=6,
+           options={"g": "12", "bf": "2"}),
+    Format("dnxhd.mov", "dnxhd", "yuv422p", fps=Fraction(30000, 1001), size=(1920, 1080), frames=3, options={"b": "36M"}),
+    Format("h264_640x362.mp4", "libx264", "yuv420p", size=(640, 362), frames=6, options=X264_B),
+    Format("h264_1366x768.mp4", "libx264", "yuv420p", size=(1366, 768), frames=6, options=X264_B),
+    Format("h264_50fps.ts", "libx264", "yuv420p", fps=Fraction(50), options=X264_B),
+    Format("h264_5994.mkv", "libx264", "yuv420p", fps=Fraction(60000, 1001), options=X264_B),
+    Format("h264_12fps.mp4", "libx264", "yuv420p", fps=Fraction(12), frames=20, options=X264_B),
+]
+
+# Animations a folder search leaves out (by extension: an icon is not a video); a CSV manifest takes them
+ANIMATIONS = [
+    Format("anim.gif", "gif", "rgb8", fps=Fraction(10), frames=12),
+    Format("anim.apng", "apng", "rgb24", container="apng", fps=Fraction(15), frames=10),
 ]
 
 

@@ -15,7 +15,9 @@ from pipeline.video import VideoError, VideoReader
 PYAV_EVEN_UNDER_DECORD = {
     "h264_10bit.mp4", "hevc_10bit.mkv", "hevc_12bit.mkv", "av1_10bit.mkv", "prores.mov",  # not 8-bit YUV
     "hevc_10bit_bt2020_640x360.mp4", "prores_422_10bit_854x480.mov",
-    "png_rgba.mov", "utvideo_rgb.avi",  # RGB
+    "png_rgba.mov", "utvideo_rgb.avi", "qtrle.mov", "qtrle_argb.mov", "cinepak.avi", "msvideo1.avi",  # RGB
+    "ffvhuff_rgb.avi", "zmbv.avi",  # RGB, and palette
+    "raw_uyvy.avi", "raw_nv12.mkv",  # YUV, but packed or semi-planar
     "mpeg4.avi",  # no decord timestamps (AVI with B-frames)
     "h264_portrait.mp4",  # 4-channel frames from decord2 at 144 wide
     "ffv1_odd_size.mkv",  # an odd size (decord's RGB is 26 levels off there)

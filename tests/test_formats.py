@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from formats import FORMATS, X264_B, Format, write_clip
+from formats import ANIMATIONS, FORMATS, X264_B, Format, write_clip
 
 import pipeline
 from pipeline.cli import main
@@ -71,6 +71,17 @@ def test_every_format_gives_the_frames_a_sequential_decode_shows_at_each_k_over_
     difference = (crops.permute(0, 3, 1, 2).float() - expected).abs()
     # swscale's fixed-point colour conversion against torch's float one: a few levels at most
     assert difference.max() <= (1.5 if handover == "rgb" else 4.5), difference.max()
+
+
+@pytest.mark.parametrize("f", ANIMATIONS, ids=lambda f: f.name)
+def test_animated_gif_and_apng_give_their_frames_at_each_k_over_30(tmp_path, f):
+    path = write_clip(tmp_path, f)
+    rgb, shown = reference(path)
+    for handover in ("rgb", "yuv"):
+        index, crops = decode(path, handover)
+        assert index == shown
+        expected = (transformed(rgb[shown]) * STD + MEAN) * 255
+        assert (crops.permute(0, 3, 1, 2).float() - expected).abs().max() <= 1.5
 
 
 @pytest.fixture(scope="module")
