@@ -6,10 +6,13 @@ handles they are the same frames (tests/test_decoders.py). But decord is wrong o
 saying so, and measured slower on the others (BENCHMARKS.md, bench_decode.py), hence the rule:
 
 - `--decoder pyav` (and `auto`, the default): PyAV for every file.
-- `--decoder decord`: decord, except where it is known or seen to be wrong, where PyAV takes over:
-  MPEG transport and program streams (.ts .mts .m2ts .mpg .mpeg .vob .m2v: decord fails on H.264
-  with B-frames there, drops MPEG-2's first GOP and pads the end, and gives no timestamps for some
-  program-stream frames); video that is not 8-bit YUV of even width and height (decord's RGB of
+- `--decoder decord`: decord for MP4/MOV, Matroska/WebM and AVI files (FOR_DECORD, the containers it
+  is tested on), except where it is known or seen to be wrong, where PyAV takes over. PyAV reads every
+  other container: MPEG transport and program streams (.ts .mts .m2ts .mpg .mpeg .vob .m2v: decord
+  fails on H.264 with B-frames there, drops MPEG-2's first GOP and pads the end, and gives no
+  timestamps for some program-stream frames), ASF/WMV (WMV2: frames 12-23 of a 40-frame clip came
+  back as other pixels, up to 255 levels off, with the right count), FLV, 3GP, MXF, DV and the rest;
+  and video that is not 8-bit YUV of even width and height (decord's RGB of
   10-bit H.264 is up to 60 levels off FFmpeg's, of a 175x143 frame 26); interlaced video (decord
   converts both fields' chroma as one picture: up to 166 levels off at moving colour edges, where
   FFmpeg converts each field on its own); video longer than 200 s
@@ -30,8 +33,10 @@ from .video import (MAX_CHUNK_BYTES, MAX_CHUNK_FRAMES, YUV_FORMATS, Chunk, Frame
                     float32_time_tolerance, resample, video_stream)
 
 DECODERS = ("auto", "pyav", "decord")
-# Containers decord decodes wrong, or not at all, with H.264 B-frames or MPEG-2 (DESIGN.md, issue 10).
-NOT_FOR_DECORD = {".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".vob", ".m2v"}
+# The containers decord is given (by suffix), those its frames are tested against PyAV's on. Not MPEG
+# transport or program streams (wrong or failed with H.264 B-frames or MPEG-2: DESIGN.md, issue 10),
+# nor ASF/WMV (wrong pixels from WMV2), nor any other.
+FOR_DECORD = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"}
 # decord's timestamps are float32: past about 200 s they cannot tell a 29.97 fps frame that starts
 # 33 us after k/30 from one on screen at k/30.
 MAX_DECORD_SECONDS = 200
@@ -40,7 +45,7 @@ PROGRESSIVE = 1  # FFmpeg's AVFieldOrder: 0 unknown, 1 progressive, 2-5 the inte
 
 def open_video(path: str | Path, fps: float, handover: str = "rgb", decoder: str = "auto"):
     """A reader for one file, by the rule above: a VideoReader (PyAV) or a DecordReader."""
-    if decoder == "decord" and Path(path).suffix.lower() not in NOT_FOR_DECORD and _fit_for_decord(path):
+    if decoder == "decord" and Path(path).suffix.lower() in FOR_DECORD and _fit_for_decord(path):
         try:
             return DecordReader(path, fps)
         except VideoError:
