@@ -306,14 +306,16 @@ class VideoReader:
 class _PresentationClock:
     """Each decoded frame's presentation time, as FFmpeg's best_effort_timestamp picks it: the pts,
     unless the pts run out of order more often than the dts do (H.264 with B-frames in AVI gives pts
-    in decode order), then the dts; a frame without the chosen one is the frame before's plus its
-    duration. (There FFmpeg takes the pts: the frames an AVI's decoder gives back at the end have no
-    dts, and their decode-order pts would run backwards.)"""
+    in decode order), then the dts; a frame with neither is the frame before's plus its duration.
+    One departure: once the dts are chosen, a frame without one after the first also follows the frame
+    before, where FFmpeg takes its pts (the frames an AVI's decoder gives back at the end have no dts,
+    and their decode-order pts would run backwards). Streams that never have a dts keep the pts."""
 
     def __init__(self, nominal_frame_duration: float):
         self.nominal = nominal_frame_duration
         self.faulty_pts = self.faulty_dts = 0
         self.last_pts = self.last_dts = self.previous = None
+        self.any_dts = False  # (kept through warm_up: it says whether the stream has dts at all)
 
     def warm_up(self, frames) -> None:
         """Count the faults of the first frames first, so that the choice holds from frame 0 on."""
@@ -328,8 +330,11 @@ class _PresentationClock:
             self.last_pts = pts
         if dts is not None:
             self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
-            self.last_dts = dts
-        chosen = (pts if pts is not None else dts) if self.faulty_pts <= self.faulty_dts else dts
+            self.last_dts, self.any_dts = dts, True
+        if self.faulty_pts > self.faulty_dts and self.any_dts and (dts is not None or self.previous is not None):
+            chosen = dts
+        else:
+            chosen = pts if pts is not None else dts
         if chosen is not None and frame.time_base:
             t = float(chosen * frame.time_base)
         elif self.previous is None:

@@ -231,6 +231,28 @@ def test_h264_with_b_frames_in_avi_is_timed_by_its_decode_order(tmp_path, bframe
     assert index == list(range(40)) and [frame_number(c) for c in crops] == index
 
 
+def test_the_clock_keeps_the_pts_where_no_dts_can_stand_in():
+    """The dts take over from pts that run out of order, but not in a stream without any dts (where a
+    variable frame rate's gaps would be lost), and not for a first frame without one (H.264 in an MPEG
+    program stream), which would open a gap to the next."""
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    from pipeline.video import _PresentationClock
+
+    def frame_numbers(stamps):  # (pts, dts) in 1/30 s -> each frame's time, in frames
+        frames = [SimpleNamespace(pts=p, dts=d, time_base=Fraction(1, 30), duration=1) for p, d in stamps]
+        clock = _PresentationClock(1 / 30)
+        clock.warm_up(frames)
+        return [round(clock.time(f) * 30, 6) for f in frames]
+
+    assert frame_numbers([(p, None) for p in (0, 1, 3, 2, 7, 8)]) == [0, 1, 3, 2, 7, 8]
+    decode_order = [(17, None), (20, 18), (18, 19), (19, 20), (23, 21), (21, 22), (22, 23)]
+    assert frame_numbers(decode_order) == [17, 18, 19, 20, 21, 22, 23]
+    # the decoder's last frames without a dts (AVI) follow the frame before
+    assert frame_numbers(decode_order + [(25, None), (24, None)]) == list(range(17, 26))
+
+
 def test_a_frame_shown_for_minutes_is_split_across_chunks_of_bounded_size(tmp_path):
     path = write_video(tmp_path / "v.mp4", 3, pts_ms=[0, 60_000, 60_033])
     chunks = list(VideoReader(path, 30.0).chunks(max_frames=16))
