@@ -173,7 +173,7 @@ def _add_extract_args(p: argparse.ArgumentParser) -> None:
                         "random (random init, seeded), or a state-dict FILE")
     p.add_argument("--device", type=_device(False), default="auto", help=DEVICE_HELP)
     p.add_argument("--batch-size", type=_int_at_least(1), default=None, metavar="N",
-                   help="frames per CNN batch (default 512 on GPU; on CPU 32 for each forward run at once: 64 on 2 cores)")
+                   help="frames per CNN batch (default 512 on GPU; on CPU 32 for each forward run at once, at most 256: 64 on 2 cores)")
     p.add_argument("--workers", type=_int_at_least(0), default=None, metavar="N",
                    help="decoding processes (default: every core but one; 0 decodes in the main process)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],

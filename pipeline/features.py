@@ -129,7 +129,8 @@ MAX_CPU_BATCH = 256  # the two float input buffers stay under 310 MB on boxes wi
 
 def default_batch_size(device: torch.device, threads: int) -> int:
     """Frames per CNN batch unless --batch-size says: 512 on a GPU; on a CPU 32 rows for each lane (on
-    2 cores 64: two single-threaded forwards of 32 rows, as fast as AlexNet runs there), at most 256."""
+    2 cores 64: two single-threaded forwards of 32 rows, as fast as AlexNet runs there), but at most
+    256 in all, so beyond 8 lanes each gets fewer rows (16 at 16 threads: about 6% slower a row here)."""
     if device.type == "cuda":
         return 512
     return min(MAX_CPU_BATCH, CPU_ROWS_PER_LANE * cpu_lanes(threads, CPU_ROWS_PER_LANE * threads))
