@@ -14,6 +14,9 @@ the order of the frames tells them apart; an order-blind model stays at chance):
             right-then-left, repeating about once a second
   growth    an object grows from small to large, or shrinks from large to small (a sawtooth)
   fade      an object fades in (appears) or fades out (disappears) (a sawtooth)
+  gravity   an object falls (speeding up downwards) or rises (slowing down upwards), every 0.7-1 s
+  slowmotion  a small object (14-22 px) glides left or right at 8-18 px/s: less than its own size in
+            a one-second window (a camera's slow pan, a distant walker)
 Appearance task (what is in the scene tells; the order is irrelevant):
   shape     a disc or a square drifting about at random
   count     one object or three (random shapes and colours) drifting about at random
@@ -43,15 +46,20 @@ TRAIN_PER_CLASS = 36  # 72 training clips, 24 held-out: the sizes of the task in
 HELDOUT_PER_CLASS = 12
 SPLIT_SEEDS = {"train": 1, "heldout": 2}  # the held-out clips come from other seeds than the training ones
 
-ORDER_TASKS = ("motion", "rotation", "events", "growth", "fade")
+ORDER_TASKS = ("motion", "rotation", "events", "growth", "fade", "gravity", "slowmotion")
 APPEARANCE_TASKS = ("shape", "count")
 TASKS = ORDER_TASKS + APPEARANCE_TASKS
+# Each task's seed number, fixed when it joined the suite: a task added later changes no other's clips
+SEED_NUMBERS = {"motion": 1, "rotation": 2, "events": 3, "growth": 4, "fade": 5, "shape": 6, "count": 7,
+                "gravity": 8, "slowmotion": 9}
 CLASSES = {
     "motion": ("left", "right"),
     "rotation": ("clockwise", "counterclockwise"),
     "events": ("left_then_right", "right_then_left"),
     "growth": ("grows", "shrinks"),
     "fade": ("appears", "disappears"),
+    "gravity": ("falls", "rises"),
+    "slowmotion": ("left", "right"),
     "shape": ("disc", "square"),
     "count": ("one", "three"),
 }
@@ -144,12 +152,24 @@ def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
         length = rng.uniform(50, 70)
         cx, cy = rng.uniform(46, 66), rng.uniform(46, 66)
     speed = rng.uniform(35, 65)  # pixels per second (motion)
+    if task == "slowmotion":
+        size, speed = rng.uniform(14, 22), rng.uniform(8, 18)
+    if task == "gravity":
+        size, period = rng.uniform(16, 26), rng.uniform(0.7, 1.0)
+        cx = rng.uniform(20, SIZE - 20)
     for t in range(FRAMES):
         s = t / FPS
         frame = back
         if task == "motion":
             direction = -1 if label_index == 0 else 1
             frame = _paint(back, shape_mask(shape, cx + direction * speed * s, cy, size), colour)
+        elif task == "slowmotion":
+            direction = -1 if label_index == 0 else 1
+            frame = _paint(back, shape_mask(shape, cx + direction * speed * s, cy, size), colour)
+        elif task == "gravity":  # rising is falling played backwards: y = 12 + A u^2 against 12 + A (1 - u)^2
+            u = (s / period + phase) % 1.0
+            y = 12 + (SIZE - 24) * (u * u if label_index == 0 else (1 - u) ** 2)
+            frame = _paint(back, shape_mask(shape, cx, y, size), colour)
         elif task == "rotation":
             angle = phase * 2 * np.pi + sign * omega * s  # image y points down: + is clockwise on screen
             frame = _paint(back, shape_mask("bar", cx, cy, length, angle), colour)
@@ -202,7 +222,7 @@ def write_clip(path: Path, frames: list[np.ndarray]) -> None:
 
 
 def task_id(task: str) -> int:
-    return TASKS.index(task) + 1
+    return SEED_NUMBERS[task]
 
 
 def clip_rng(task: str, split: str, label_index: int, number: int):
