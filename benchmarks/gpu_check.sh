@@ -8,6 +8,11 @@
 #   mkdir -p .old && git archive e103401 | tar -x -C .old     # the old code, to compare with
 # and carry .whl and .old (both git-ignored); PREV=.prev adds the tree in .prev to the comparison.
 # About 6 minutes on an H100 box; each step has a time limit, so one that hangs leaves the others'.
+# VIDEOS720=N: that many 720p clips of 20 s (default 32; more makes the start-up a smaller share).
+# PROFILE=1: then one more 720p run of this tree under py-spy (its wheel in .whl too: pip download
+# --no-deps --only-binary=:all: --platform manylinux_2_5_x86_64 --python-version 3.12 --implementation py
+# --abi none -d .whl py-spy), raw stacks of every thread and worker in $OUT/pyspy_720p.txt: where the
+# main thread's time goes while extract runs (about 1.5 minutes more).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -19,7 +24,7 @@ NEW=${PYTHONPATH:+$PYTHONPATH:}$PWD
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; lscpu | grep -E "Model name|^CPU\(s\)|Thread"; nproc; df -h /dev/shm;
   PYTHONPATH=$NEW python3 -c "import torch, torchvision, decord, av, h5py; print(torch.__version__, torchvision.__version__, decord.__version__, av.__version__, h5py.__version__)"; } 2>&1 | tee "$OUT/machine.txt"
 B="python3 benchmarks/bench_extract.py --cnn-seconds 4"
-for size in "720p --videos 32 --seconds 20" "320x240 --videos 96 --seconds 30"; do
+for size in "720p --videos ${VIDEOS720:-32} --seconds 20" "320x240 --videos 96 --seconds 30"; do
   name=${size%% *}
   PYTHONPATH=$NEW timeout 150 $B --size $size --folder /tmp/v$name 2>&1 | tee "$OUT/bench_$name.txt"
   for tree in .old ${PREV:-}; do  # the old tree's bench_extract (and $PREV's, another tree), on the same clips
@@ -27,5 +32,9 @@ for size in "720p --videos 32 --seconds 20" "320x240 --videos 96 --seconds 30"; 
     (cd "$tree" && PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD timeout 90 $B --folder /tmp/v$name) 2>&1 | tee "$OUT/bench_${name}_${tree#.}.txt"
   done
 done
+if [ -n "${PROFILE:-}" ] && [ -x /tmp/site/bin/py-spy ]; then
+  PYTHONPATH=$NEW timeout 150 /tmp/site/bin/py-spy record --rate 50 --format raw --threads --subprocesses \
+    --output "$OUT/pyspy_720p.txt" -- $B --size 720p --folder /tmp/v720p 2>&1 | tail -20 | tee "$OUT/pyspy_720p_log.txt"
+fi
 PYTHONPATH=$NEW timeout 150 python3 -m pytest -q -x tests/test_cuda.py tests/test_extract.py 2>&1 | tee "$OUT/tests.txt"
 [ -n "${SKIP_PRECISION:-}" ] || PYTHONPATH=$NEW timeout 60 python3 benchmarks/precision_check.py 2>&1 | tee "$OUT/precision.txt"
