@@ -243,3 +243,24 @@ def test_training_and_evaluation_run_where_the_decoders_and_torchvision_cannot_b
     assert done.returncode == 0, done.stderr
     assert (run / "best.pt").exists()
     assert set(json.loads(done.stdout.splitlines()[-1])) >= {"window_accuracy", "video_accuracy", "per_class"}
+
+
+def test_inputs_features_learns_what_stays_put_which_the_default_deltas_cannot_see(tmp_path):
+    """A class told by each clip's constant features (a static scene): the default model reads the
+    frame-to-frame differences, all zero here, and stays at chance; `--inputs features` learns it."""
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=8)
+    videos = {}
+    for i in range(24):
+        label = i % 2
+        still = rng.normal(size=8) + (2 if label else -2) * direction  # one frame's features, for 60 frames
+        videos[f"v{i:02d}"] = ("b" if label else "a", np.tile(still, (60, 1)) + rng.normal(0, 0.01, (60, 8)))
+    cache = write_cache(tmp_path / "cache", videos)
+    accuracy = {}
+    for inputs in ("deltas", "features"):
+        run = tmp_path / inputs
+        assert main(["train", str(cache), "--out", str(run), "--inputs", inputs, "--epochs", "15", "--hidden", "16", "--batch-size", "8",
+                     "--device", "cpu", "--val-fraction", "0.34"]) == 0
+        assert torch.load(run / "best.pt", weights_only=True)["model_args"]["inputs"] == inputs
+        accuracy[inputs] = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["val_video_acc"]
+    assert accuracy["features"] >= 0.9 and accuracy["deltas"] <= 0.7, accuracy
