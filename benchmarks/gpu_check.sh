@@ -24,17 +24,26 @@ NEW=${PYTHONPATH:+$PYTHONPATH:}$PWD
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; lscpu | grep -E "Model name|^CPU\(s\)|Thread"; nproc; df -h /dev/shm;
   PYTHONPATH=$NEW python3 -c "import torch, torchvision, decord, av, h5py; print(torch.__version__, torchvision.__version__, decord.__version__, av.__version__, h5py.__version__)"; } 2>&1 | tee "$OUT/machine.txt"
 B="python3 benchmarks/bench_extract.py --cnn-seconds 4"
-for size in "720p --videos ${VIDEOS720:-32} --seconds 20" "320x240 --videos 96 --seconds 30"; do
+N720=${VIDEOS720:-32}
+SLACK=$((2 * N720))  # seconds more for each step at 720p: making and extracting more clips
+for size in "720p --videos $N720 --seconds 20" "320x240 --videos 96 --seconds 30"; do
   name=${size%% *}
-  PYTHONPATH=$NEW timeout 150 $B --size $size --folder /tmp/v$name 2>&1 | tee "$OUT/bench_$name.txt"
+  folder=/tmp/v${name}_${size#* --videos }; folder=${folder%% *}  # one folder per clip count: never stale clips
+  extra=$([ "$name" = 720p ] && echo $SLACK || echo 0)
+  PYTHONPATH=$NEW timeout $((150 + extra)) $B --size $size --folder $folder 2>&1 | tee "$OUT/bench_$name.txt"
   for tree in .old ${PREV:-}; do  # the old tree's bench_extract (and $PREV's, another tree), on the same clips
     [ -d "$tree" ] || continue
-    (cd "$tree" && PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD timeout 90 $B --folder /tmp/v$name) 2>&1 | tee "$OUT/bench_${name}_${tree#.}.txt"
+    (cd "$tree" && PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD timeout $((90 + extra)) $B --folder $folder) 2>&1 | tee "$OUT/bench_${name}_${tree#.}.txt"
   done
 done
-if [ -n "${PROFILE:-}" ] && [ -x /tmp/site/bin/py-spy ]; then
-  PYTHONPATH=$NEW timeout 150 /tmp/site/bin/py-spy record --rate 50 --format raw --threads --subprocesses \
-    --output "$OUT/pyspy_720p.txt" -- $B --size 720p --folder /tmp/v720p 2>&1 | tail -20 | tee "$OUT/pyspy_720p_log.txt"
+if [ -n "${PROFILE:-}" ]; then  # --idle: waiting (on workers, on the GPU) is what the profile is for
+  if [ -x /tmp/site/bin/py-spy ]; then
+    PYTHONPATH=$NEW timeout $((150 + SLACK)) /tmp/site/bin/py-spy record --idle --rate 50 --format raw --threads \
+      --subprocesses --output "$OUT/pyspy_720p.txt" -- $B --size 720p --folder /tmp/v720p_$N720 2>&1 | tail -20 \
+      | tee "$OUT/pyspy_720p_log.txt"
+  else
+    echo "PROFILE=1, but no py-spy wheel in .whl: no profile" | tee "$OUT/pyspy_720p_log.txt"
+  fi
 fi
 PYTHONPATH=$NEW timeout 150 python3 -m pytest -q -x tests/test_cuda.py tests/test_extract.py 2>&1 | tee "$OUT/tests.txt"
 [ -n "${SKIP_PRECISION:-}" ] || PYTHONPATH=$NEW timeout 60 python3 benchmarks/precision_check.py 2>&1 | tee "$OUT/precision.txt"

@@ -15,8 +15,8 @@ the order of the frames tells them apart; an order-blind model stays at chance):
   growth    an object grows from small to large, or shrinks from large to small (a sawtooth)
   fade      an object fades in (appears) or fades out (disappears) (a sawtooth)
   gravity   an object falls (speeding up downwards) or rises (slowing down upwards), every 0.7-1 s
-  slowmotion  a small object (14-22 px) glides left or right at 8-18 px/s: less than its own size in
-            a one-second window (a camera's slow pan, a distant walker)
+  slowmotion  a small object (14-22 px) glides left or right at 8-18 px/s: mostly less than its own
+            size in a one-second window (a camera's slow pan, a distant walker)
 Appearance task (what is in the scene tells; the order is irrelevant):
   shape     a disc or a square drifting about at random
   count     one object or three (random shapes and colours) drifting about at random

@@ -247,7 +247,8 @@ def test_training_and_evaluation_run_where_the_decoders_and_torchvision_cannot_b
 
 def test_inputs_features_learns_what_stays_put_which_the_default_deltas_cannot_see(tmp_path):
     """A class told by each clip's constant features (a static scene): the default model reads the
-    frame-to-frame differences, all zero here, and stays at chance; `--inputs features` learns it."""
+    frame-to-frame differences, here only noise unrelated to the label, and stays at chance (0.5 at the
+    last epoch for 5 data seeds); `--inputs features` learns it (1.0 for each)."""
     rng = np.random.default_rng(0)
     direction = rng.normal(size=8)
     videos = {}
