@@ -17,6 +17,8 @@ the order of the frames tells them apart; an order-blind model stays at chance):
   gravity   an object falls (speeding up downwards) or rises (slowing down upwards), every 0.7-1 s
   slowmotion  a small object (14-22 px) glides left or right at 8-18 px/s: mostly less than its own
             size in a one-second window (a camera's slow pan, a distant walker)
+  pan       the camera pans left or right across a scene with a few objects, 20-40 px/s
+  zoom      the camera zooms in or out (the view narrows to 55% or widens back), every 0.8-1.2 s
 Appearance task (what is in the scene tells; the order is irrelevant):
   shape     a disc or a square drifting about at random
   count     one object or three (random shapes and colours) drifting about at random
@@ -46,12 +48,12 @@ TRAIN_PER_CLASS = 36  # 72 training clips, 24 held-out: the sizes of the task in
 HELDOUT_PER_CLASS = 12
 SPLIT_SEEDS = {"train": 1, "heldout": 2}  # the held-out clips come from other seeds than the training ones
 
-ORDER_TASKS = ("motion", "rotation", "events", "growth", "fade", "gravity", "slowmotion")
+ORDER_TASKS = ("motion", "rotation", "events", "growth", "fade", "gravity", "slowmotion", "pan", "zoom")
 APPEARANCE_TASKS = ("shape", "count")
 TASKS = ORDER_TASKS + APPEARANCE_TASKS
 # Each task's seed number, fixed when it joined the suite: a task added later changes no other's clips
 SEED_NUMBERS = {"motion": 1, "rotation": 2, "events": 3, "growth": 4, "fade": 5, "shape": 6, "count": 7,
-                "gravity": 8, "slowmotion": 9}
+                "gravity": 8, "slowmotion": 9, "pan": 10, "zoom": 11}
 CLASSES = {
     "motion": ("left", "right"),
     "rotation": ("clockwise", "counterclockwise"),
@@ -60,6 +62,8 @@ CLASSES = {
     "fade": ("appears", "disappears"),
     "gravity": ("falls", "rises"),
     "slowmotion": ("left", "right"),
+    "pan": ("left", "right"),
+    "zoom": ("zoom_in", "zoom_out"),
     "shape": ("disc", "square"),
     "count": ("one", "three"),
 }
@@ -133,6 +137,8 @@ def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
     cx, cy = rng.uniform(0, SIZE), rng.uniform(size / 2 + 4, SIZE - size / 2 - 4)
     phase = rng.uniform(0, 1)
     sign = 1 if label_index == 0 else -1
+    if task in ("pan", "zoom"):
+        return _camera_frames(task, label_index, back, rng)
     frames = []
     if task == "events":
         other_shape, other_colour = shapes[int(rng.integers(len(shapes)))], _colour(rng, back)
@@ -200,6 +206,37 @@ def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
             frame = _paint(back, shape_mask(CLASSES["shape"][label_index], x, y, size + 4, phase * 0.3), colour)
         frames.append(np.clip(frame, 0, 255).astype(np.uint8))
     return frames
+
+
+def _camera_frames(task: str, label_index: int, back: np.ndarray, rng) -> list[np.ndarray]:
+    """A camera that pans (over a scene twice the frame's width, wrapping) or zooms (a sawtooth)."""
+    wide = np.concatenate([back, backdrop(rng)], axis=1)
+    shapes = ("disc", "square", "triangle", "cross")
+    for _ in range(3):  # a few objects in the scene
+        x, y, size = rng.uniform(0, 2 * SIZE), rng.uniform(15, SIZE - 15), rng.uniform(14, 30)
+        mask = np.concatenate([shape_mask(shapes[int(rng.integers(len(shapes)))], 0, y, size),
+                               np.zeros((SIZE, SIZE), np.float32)], axis=1)
+        wide = _paint(wide, np.roll(mask, int(x), axis=1), _colour(rng, wide))
+    frames = []
+    if task == "pan":
+        speed, start = rng.uniform(20, 40), rng.uniform(0, 2 * SIZE)
+        direction = -1 if label_index == 0 else 1
+        for t in range(FRAMES):
+            x = int(round(start + direction * speed * t / FPS)) % (2 * SIZE)
+            frames.append(np.roll(wide, -x, axis=1)[:, :SIZE])
+    else:  # zooming in is zooming out played backwards
+        import torch
+        import torch.nn.functional as F
+
+        period, phase = rng.uniform(0.8, 1.2), rng.uniform(0, 1)
+        scene = torch.from_numpy(np.ascontiguousarray(wide[:, :SIZE])).permute(2, 0, 1)[None]
+        for t in range(FRAMES):
+            u = (t / FPS / period + phase) % 1.0
+            n = int(round(SIZE * (1.0 - 0.45 * (u if label_index == 0 else 1 - u))))
+            o = (SIZE - n) // 2
+            view = F.interpolate(scene[:, :, o:o + n, o:o + n], size=(SIZE, SIZE), mode="bilinear", antialias=True)
+            frames.append(view[0].permute(1, 2, 0).numpy())
+    return [np.clip(f, 0, 255).astype(np.uint8) for f in frames]
 
 
 # --- files --------------------------------------------------------------------------------------
