@@ -68,6 +68,7 @@ CLASSES = {
     "count": ("one", "three"),
 }
 
+SHAPES = ("disc", "square", "triangle", "cross")  # the objects' shapes, drawn by each clip's generator
 _Y, _X = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
 
 
@@ -130,8 +131,7 @@ def _paint(frame: np.ndarray, mask: np.ndarray, colour: np.ndarray, alpha: float
 def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
     """FRAMES uint8 RGB frames of one clip of `task`, class CLASSES[task][label_index]."""
     back = backdrop(rng)
-    shapes = ("disc", "square", "triangle", "cross")
-    shape = shapes[int(rng.integers(len(shapes)))]
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
     colour = _colour(rng, back)
     size = rng.uniform(22, 34)
     cx, cy = rng.uniform(0, SIZE), rng.uniform(size / 2 + 4, SIZE - size / 2 - 4)
@@ -141,7 +141,7 @@ def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
         return _camera_frames(task, label_index, back, rng)
     frames = []
     if task == "events":
-        other_shape, other_colour = shapes[int(rng.integers(len(shapes)))], _colour(rng, back)
+        other_shape, other_colour = SHAPES[int(rng.integers(len(SHAPES)))], _colour(rng, back)
         left = (rng.uniform(24, 48), rng.uniform(24, 88))
         right = (rng.uniform(64, 88), rng.uniform(24, 88))
         period, on, gap = int(rng.integers(26, 31)), int(rng.integers(5, 8)), int(rng.integers(2, 5))
@@ -150,7 +150,7 @@ def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
         vx, vy = rng.normal(0, 25, 2)  # a random drift, clipped at the borders
     if task == "count":  # (x, y, vx, vy, shape, colour) of each object
         extra = [(rng.uniform(0, SIZE), rng.uniform(20, SIZE - 20), *rng.normal(0, 25, 2),
-                  shapes[int(rng.integers(len(shapes)))], _colour(rng, back)) for _ in range(3)]
+                  SHAPES[int(rng.integers(len(SHAPES)))], _colour(rng, back)) for _ in range(3)]
     if task in ("growth", "fade"):
         period = rng.uniform(24, 36)
     if task == "rotation":
@@ -166,10 +166,7 @@ def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
     for t in range(FRAMES):
         s = t / FPS
         frame = back
-        if task == "motion":
-            direction = -1 if label_index == 0 else 1
-            frame = _paint(back, shape_mask(shape, cx + direction * speed * s, cy, size), colour)
-        elif task == "slowmotion":
+        if task in ("motion", "slowmotion"):  # (slowmotion: its own size and speed, drawn above)
             direction = -1 if label_index == 0 else 1
             frame = _paint(back, shape_mask(shape, cx + direction * speed * s, cy, size), colour)
         elif task == "gravity":  # rising is falling played backwards: y = 12 + A u^2 against 12 + A (1 - u)^2
@@ -211,10 +208,9 @@ def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
 def _camera_frames(task: str, label_index: int, back: np.ndarray, rng) -> list[np.ndarray]:
     """A camera that pans (over a scene twice the frame's width, wrapping) or zooms (a sawtooth)."""
     wide = np.concatenate([back, backdrop(rng)], axis=1)
-    shapes = ("disc", "square", "triangle", "cross")
     for _ in range(3):  # a few objects in the scene
         x, y, size = rng.uniform(0, 2 * SIZE), rng.uniform(15, SIZE - 15), rng.uniform(14, 30)
-        mask = np.concatenate([shape_mask(shapes[int(rng.integers(len(shapes)))], 0, y, size),
+        mask = np.concatenate([shape_mask(SHAPES[int(rng.integers(len(SHAPES)))], 0, y, size),
                                np.zeros((SIZE, SIZE), np.float32)], axis=1)
         wide = _paint(wide, np.roll(mask, int(x), axis=1), _colour(rng, wide))
     frames = []
