@@ -65,8 +65,15 @@ CONFIGS = {  # in the order they run: the most telling first
     "deltas32-jitter": (dict(hidden=32, inputs="deltas"), {"jitter": True}),
     "deltas128-jitter-2layers": (dict(hidden=128, inputs="deltas", layers=2), {"jitter": True}),
     "deltas128-jitter-wd0.1": (dict(hidden=128, inputs="deltas"), {"jitter": True, "weight_decay": 0.1}),
+    # fourth round: the window-centred features beside the deltas, at a smaller weight
+    "deltas+centered0.3x128-jitter": (dict(hidden=128, inputs="deltas+centered", centered_weight=0.3), {"jitter": True}),
+    "deltas+centered0.3x96-jitter": (dict(hidden=96, inputs="deltas+centered", centered_weight=0.3), {"jitter": True}),
+    "deltas+centered0.3x64-jitter": (dict(hidden=64, inputs="deltas+centered", centered_weight=0.3), {"jitter": True}),
+    "deltas+centered0.2x128-jitter": (dict(hidden=128, inputs="deltas+centered", centered_weight=0.2), {"jitter": True}),
+    "deltas+centered0.5x128-jitter": (dict(hidden=128, inputs="deltas+centered", centered_weight=0.5), {"jitter": True}),
 }
-MODEL_KEYS = ("hidden", "dropout", "input_dropout", "project", "pool", "head_norm", "layers", "bidirectional", "inputs")
+MODEL_KEYS = ("hidden", "dropout", "input_dropout", "project", "pool", "head_norm", "layers", "bidirectional", "inputs",
+              "centered_weight")
 
 
 def settings_for(config: str, cache: str, seed: int, epochs: int):
@@ -75,7 +82,7 @@ def settings_for(config: str, cache: str, seed: int, epochs: int):
     model, overrides = CONFIGS[config]
     base = {k: getattr(TrainSettings(), k) for k in MODEL_KEYS}
     base.update({"hidden": 128, "dropout": 0.0, "input_dropout": 0.0, "project": None, "pool": "last",
-                 "head_norm": False, "layers": 1, "bidirectional": False, "inputs": "features",
+                 "head_norm": False, "layers": 1, "bidirectional": False, "inputs": "features", "centered_weight": 1.0,
                  "weight_decay": 0.01, "lr": 1e-3, "jitter": False})
     return TrainSettings(cache=cache, out="", seed=seed, epochs=epochs, device="cpu", data="ram",
                          **{**base, **model, **overrides})

@@ -16,15 +16,25 @@ LEGACY_ARGS = {"project": 0, "pool": "mean+last", "head_norm": True, "input_drop
 
 
 class WindowLSTM(nn.Module):
-    """Normalise each frame's features, take their temporal differences, an LSTM, a linear head on its last state.
+    """Normalise each frame's features; an LSTM reads their temporal differences beside their window-centred
+    values, at a smaller weight; a linear head on its last state.
 
     The defaults are what the ablation on benchmarks/temporal_tasks.py chose (BENCHMARKS.md, "Stage
-    two: choosing the model"). The LSTM reads x[t] - x[t-1] of the normalised features (zero for
-    the first frame): whatever stays put, above all the clip's own scene, cancels, so the model
-    cannot tell training clips apart by their backdrops and has to learn what changes, and in what
-    order. It reads the 1000-d differences directly and the head sees only its last state. A model
-    on the raw features (the pre-issue-11 default: Linear + GELU projection, LSTM 256, head on the
-    mean and last outputs) memorised the training clips and stayed at chance on new ones.
+    two: choosing the model"). Each frame the LSTM reads two things made from the normalised features x:
+    - x[t] - x[t-1] (zero for the first frame): whatever stays put, above all the clip's own scene,
+      cancels, so the model cannot tell training clips apart by their backdrops and has to learn what
+      changes, and in what order;
+    - x[t] less its mean over the window, times centered_weight: still without what stays put for
+      the whole window, but with the layout the change happens in. With the differences alone the
+      model does not learn which way a camera pans (chance on the suite); with this beside them it
+      does. (A reading, not measured: the same change is a slide left over one texture and right over
+      another, so a change says which way only beside the layout.) At full weight the centred half
+      lets the model memorise the training clips again and it loses the sawtooth tasks (fade, zoom);
+      at 0.3 it does not. A reading of why: AdamW's steps do not grow for a smaller input, so a
+      weaker input needs larger weights to matter, and weight decay and the few epochs then favour
+      the differences, with the centred half used where they do not suffice.
+    A model on the raw features (the pre-issue-11 default: Linear + GELU projection, LSTM 256, head on
+    the mean and last outputs) memorised the training clips and stayed at chance on new ones.
 
     The per-feature mean and std of the training frames are buffers of the model, so they travel in
     its state_dict and whoever loads the checkpoint normalises exactly as training did.
@@ -41,15 +51,18 @@ class WindowLSTM(nn.Module):
                    the features less their mean over the window ("centered": what stays put in the window,
                    such as a clip's backdrop, is removed); features and centered concatenated; or deltas and
                    centered concatenated ("deltas+centered")
+    centered_weight  what the centred half of "deltas+centered" is multiplied by
     """
 
-    def __init__(self, feature_dim: int, num_classes: int, hidden: int = 128, dropout: float = 0.0,
+    def __init__(self, feature_dim: int, num_classes: int, hidden: int = 64, dropout: float = 0.0,
                  input_dropout: float = 0.0, project: int | None = None, pool: str = "last", head_norm: bool = False,
-                 layers: int = 1, bidirectional: bool = False, inputs: str = "deltas"):
+                 layers: int = 1, bidirectional: bool = False, inputs: str = "deltas+centered",
+                 centered_weight: float = 0.3):
         super().__init__()
         if pool not in POOLS or inputs not in INPUTS:
             raise ValueError(f"pool must be one of {POOLS} and inputs one of {INPUTS}")
         self.pool, self.inputs, self.bidirectional = pool, inputs, bidirectional
+        self.centered_weight = centered_weight
         self.register_buffer("mean", torch.zeros(feature_dim))
         self.register_buffer("std", torch.ones(feature_dim))
         self.input_dropout = nn.Dropout(input_dropout)
@@ -73,7 +86,7 @@ class WindowLSTM(nn.Module):
         x = (x - self.mean) / self.std
         if self.inputs == "deltas+centered":
             deltas = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
-            x = torch.cat([deltas, x - x.mean(1, keepdim=True)], dim=-1)
+            x = torch.cat([deltas, self.centered_weight * (x - x.mean(1, keepdim=True))], dim=-1)
         elif self.inputs in ("deltas", "both"):
             deltas = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
             x = deltas if self.inputs == "deltas" else torch.cat([x, deltas], dim=-1)

@@ -59,9 +59,9 @@ class TrainSettings:
     jitter: bool = True  # training windows move by a random 0..stride-1 frames each epoch (windows.EpochBatches)
     epochs: int = 20  # the ablation's runs peaked by epoch 5-15; best.pt keeps the best epoch anyway
     # The model (model.WindowLSTM); defaults chosen by benchmarks/bench_models.py (BENCHMARKS.md,
-    # "Stage two: choosing the model"): an LSTM on the temporal differences of the normalised
-    # features, no input projection, head on its last state.
-    hidden: int = 128  # LSTM width; 1000 -> 4*128 is most of the compute on a CPU
+    # "Stage two: choosing the model"): an LSTM of 64 on the temporal differences of the normalised
+    # features beside their window-centred values at 0.3 weight, no input projection, head on its last state.
+    hidden: int = 64  # LSTM width; the 2000 inputs -> 4*64 gates are most of the compute on a CPU
     dropout: float = 0.0  # before the classifier (and after the projection, if any)
     input_dropout: float = 0.0  # on the normalised input features
     project: int | None = None  # None: the LSTM reads the features; N: Linear(D -> N) + GELU first (0: N = hidden)
@@ -69,7 +69,8 @@ class TrainSettings:
     head_norm: bool = False  # LayerNorm before the classifier
     layers: int = 1  # stacked LSTM layers
     bidirectional: bool = False
-    inputs: str = "deltas"  # x[t] - x[t-1] of the normalised features: the clip's static scene cancels (model.py)
+    inputs: str = "deltas+centered"  # x[t] - x[t-1] beside the features less their window mean (model.py)
+    centered_weight: float = 0.3  # the centred half's weight: at 1 it lets the model memorise the clips again
     lr: float = 1e-3  # constant: no schedule, so extending a run with --resume matches a longer run
     weight_decay: float = 0.01  # AdamW's decoupled decay; mild, the model is small
     grad_clip: float = 1.0  # max global gradient norm: an LSTM's rare gradient spike cannot undo an epoch
@@ -85,7 +86,7 @@ class TrainSettings:
 RESUMABLE = {"cache", "out", "epochs", "device", "data", "workers"}
 # Settings that are arguments of WindowLSTM (besides feature_dim and num_classes).
 MODEL_SETTINGS = ("hidden", "dropout", "input_dropout", "project", "pool", "head_norm", "layers", "bidirectional",
-                  "inputs")
+                  "inputs", "centered_weight")
 
 
 @dataclass
@@ -143,8 +144,9 @@ def resume_settings(out: str | os.PathLike, given: dict) -> TrainSettings:
 def _with_legacy_model(args: dict) -> dict:
     """Settings or model_args of a checkpoint, with the model arguments it predates filled in as the
     model it was trained with (model.LEGACY_ARGS): runs from before these arguments existed load and
-    resume as they were."""
-    return {**LEGACY_ARGS, **args} if "pool" not in args else args
+    resume as they were. Runs from before centered_weight read the centred features unweighted."""
+    args = {**LEGACY_ARGS, **args} if "pool" not in args else args
+    return {"centered_weight": 1.0, **args}
 
 
 def _saved_settings(checkpoint: dict) -> dict:

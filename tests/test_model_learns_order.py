@@ -83,3 +83,32 @@ def test_a_run_from_before_the_model_options_loads_and_resumes_with_its_own_mode
     resumed = fit(settings, resume=True, progress=False)
     assert [m["epoch"] for m in resumed.history] == [1, 2]
     assert isinstance(WindowLSTM(4, 2).proj, torch.nn.Identity)  # the new default has no projection
+
+
+def test_a_run_from_before_centered_weight_loads_and_resumes_with_the_centred_half_unweighted(caches, tmp_path):
+    """Runs written before centered_weight existed read the centred features at full weight: they
+    load with centered_weight 1.0 (their own model, the same predictions) and --resume accepts them."""
+    import torch
+
+    from pipeline.cache import open_cache
+    from pipeline.train import load_run, resume_settings, save_checkpoint, window_logits
+
+    root, train, _ = caches
+    run = tmp_path / "before"
+    fit(TrainSettings(cache=str(train), out=str(run), device="cpu", epochs=1, hidden=16, centered_weight=1.0),
+        progress=False)
+    cache = open_cache(train)
+    features = cache.features(cache.video_ids[0])
+    before = window_logits(*load_run(run), features)[1]
+    for name in ("best.pt", "last.pt"):  # rewrite as the code before centered_weight wrote them
+        checkpoint = torch.load(run / name, weights_only=True)
+        del checkpoint["model_args"]["centered_weight"], checkpoint["settings"]["centered_weight"]
+        save_checkpoint(run / name, checkpoint)
+    model, checkpoint = load_run(run)
+    assert model.centered_weight == 1.0 and model.inputs == "deltas+centered"
+    assert torch.equal(window_logits(model, checkpoint, features)[1], before)
+    model.centered_weight = 0.3  # the same weights read with the new default's weight: other logits
+    assert not torch.allclose(window_logits(model, checkpoint, features)[1], before)
+    settings = resume_settings(run, {"epochs": 2, "device": "cpu"})
+    assert settings.centered_weight == 1.0
+    assert [m["epoch"] for m in fit(settings, resume=True, progress=False).history] == [1, 2]
