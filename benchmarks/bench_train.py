@@ -45,7 +45,7 @@ from machine import machine  # noqa: E402
 from pipeline.cache import CacheWriter, open_cache
 from pipeline.cli import default_threads
 from pipeline.model import WindowLSTM
-from pipeline.train import TrainSettings, make_batches, resolve_device, train_one_epoch
+from pipeline.train import TrainSettings, make_batches, model_args, resolve_device, train_one_epoch
 from pipeline.windows import cache_windows, default_workers, split_by_video
 
 
@@ -70,7 +70,7 @@ def sync(device: torch.device) -> None:
 
 def new_model(s: TrainSettings, dim: int, classes: int, device: torch.device):
     torch.manual_seed(s.seed)
-    model = WindowLSTM(dim, classes, s.hidden, s.dropout).to(device)
+    model = WindowLSTM(**model_args(s, dim, classes)).to(device)  # the model `pipeline train` would build
     return model, torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
 
 
