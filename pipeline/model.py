@@ -28,9 +28,9 @@ class WindowLSTM(nn.Module):
       the whole window, but with the layout the change happens in. With the differences alone the
       model does not learn which way a camera pans (chance on the suite); with this beside them it
       does. (A reading, not measured: the same change is a slide left over one texture and right over
-      another, so a change says which way only beside the layout.) At full weight the centred half
-      lets the model memorise the training clips again and it loses the sawtooth tasks (fade, zoom);
-      at 0.3 it does not. A reading of why: AdamW's steps do not grow for a smaller input, so a
+      another, so a change says which way only beside the layout.) At full weight the model still
+      fits the training clips (training accuracy 1.0) but loses the sawtooth tasks on held-out clips
+      (fade, zoom: memorising again); at 0.3 it keeps them. A reading of why: AdamW's steps do not grow for a smaller input, so a
       weaker input needs larger weights to matter, and weight decay and the few epochs then favour
       the differences, with the centred half used where they do not suffice.
     A model on the raw features (the pre-issue-11 default: Linear + GELU projection, LSTM 256, head on

@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import io
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -70,7 +71,7 @@ class TrainSettings:
     layers: int = 1  # stacked LSTM layers
     bidirectional: bool = False
     inputs: str = "deltas+centered"  # x[t] - x[t-1] beside the features less their window mean (model.py)
-    centered_weight: float = 0.3  # the centred half's weight: at 1 it lets the model memorise the clips again
+    centered_weight: float = 0.3  # the centred half's weight: at 1 held-out fade and zoom fall (model.py)
     lr: float = 1e-3  # constant: no schedule, so extending a run with --resume matches a longer run
     weight_decay: float = 0.01  # AdamW's decoupled decay; mild, the model is small
     grad_clip: float = 1.0  # max global gradient norm: an LSTM's rare gradient spike cannot undo an epoch
@@ -177,6 +178,8 @@ def _check(s: TrainSettings) -> None:
         (s.pool in POOLS, f"--pool must be one of {', '.join(POOLS)}, not {s.pool!r}"),
         (s.inputs in INPUTS, f"--inputs must be one of {', '.join(INPUTS)}, not {s.inputs!r}"),
         (s.layers >= 1, f"--layers must be at least 1, not {s.layers}"),
+        (math.isfinite(s.centered_weight) and s.centered_weight >= 0,
+         f"centered_weight must be a finite number >= 0, not {s.centered_weight}"),
         (0 <= s.dropout < 1 and 0 <= s.input_dropout < 1, "dropouts must be in [0, 1)"),
         (s.data in ("auto", "ram", "stream"), f"--data must be auto, ram or stream, not {s.data!r}"),
         (s.workers is None or s.workers >= 0, f"--workers must be at least 0, not {s.workers}"),
