@@ -71,6 +71,10 @@ CONFIGS = {  # in the order they run: the most telling first
     "deltas+centered0.3x64-jitter": (dict(hidden=64, inputs="deltas+centered", centered_weight=0.3), {"jitter": True}),
     "deltas+centered0.2x128-jitter": (dict(hidden=128, inputs="deltas+centered", centered_weight=0.2), {"jitter": True}),
     "deltas+centered0.5x128-jitter": (dict(hidden=128, inputs="deltas+centered", centered_weight=0.5), {"jitter": True}),
+    "deltas+centered0.3x64-jitter-mean+last": (dict(hidden=64, inputs="deltas+centered", centered_weight=0.3,
+                                                    pool="mean+last"), {"jitter": True}),
+    "deltas+centered0.3x64-jitter-wd0.05": (dict(hidden=64, inputs="deltas+centered", centered_weight=0.3),
+                                            {"jitter": True, "weight_decay": 0.05}),
 }
 MODEL_KEYS = ("hidden", "dropout", "input_dropout", "project", "pool", "head_norm", "layers", "bidirectional", "inputs",
               "centered_weight")
