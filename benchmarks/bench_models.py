@@ -76,20 +76,19 @@ CONFIGS = {  # in the order they run: the most telling first
     "deltas+centered0.3x64-jitter-wd0.05": (dict(hidden=64, inputs="deltas+centered", centered_weight=0.3),
                                             {"jitter": True, "weight_decay": 0.05}),
 }
-MODEL_KEYS = ("hidden", "dropout", "input_dropout", "project", "pool", "head_norm", "layers", "bidirectional", "inputs",
-              "centered_weight")
+# What every config starts from, whatever TrainSettings' defaults become: a config's name keeps its meaning
+BASE = {"hidden": 128, "dropout": 0.0, "input_dropout": 0.0, "project": None, "pool": "last", "head_norm": False,
+        "layers": 1, "bidirectional": False, "inputs": "features", "centered_weight": 1.0,
+        "weight_decay": 0.01, "lr": 1e-3, "jitter": False}
 
 
 def settings_for(config: str, cache: str, seed: int, epochs: int):
-    from pipeline.train import TrainSettings
+    from pipeline.train import MODEL_SETTINGS, TrainSettings
 
+    assert set(MODEL_SETTINGS) <= set(BASE), "BASE must name every model setting"
     model, overrides = CONFIGS[config]
-    base = {k: getattr(TrainSettings(), k) for k in MODEL_KEYS}
-    base.update({"hidden": 128, "dropout": 0.0, "input_dropout": 0.0, "project": None, "pool": "last",
-                 "head_norm": False, "layers": 1, "bidirectional": False, "inputs": "features", "centered_weight": 1.0,
-                 "weight_decay": 0.01, "lr": 1e-3, "jitter": False})
     return TrainSettings(cache=cache, out="", seed=seed, epochs=epochs, device="cpu", data="ram",
-                         **{**base, **model, **overrides})
+                         **{**BASE, **model, **overrides})
 
 
 # --- best-checkpoint rules: each maps an epoch's validation metrics to a key, the highest wins (ties: earliest)
@@ -163,7 +162,7 @@ def run_one(job: tuple) -> dict:
     baseline = order_blind_baseline(train_cache, {"train": train_ids, "val": held_ids}, s.window, s.stride, seed,
                                     eval_cache=heldout_cache)
     return {"config": config, "task": task, "seed": seed, "weights": weights, "epochs": epochs,
-            "settings": {k: v for k, v in asdict(s).items() if k in MODEL_KEYS + ("weight_decay", "lr", "jitter")},
+            "settings": {k: v for k, v in asdict(s).items() if k in BASE},
             "params": sum(p.numel() for p in model.parameters()), "history": history,
             "baseline_heldout_video_acc": baseline["video_accuracy"] if heldout_cache else None}
 
