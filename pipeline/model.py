@@ -30,9 +30,10 @@ class WindowLSTM(nn.Module):
       does. (A reading, not measured: the same change is a slide left over one texture and right over
       another, so a change says which way only beside the layout.) At full weight the model still
       fits the training clips (training accuracy 1.0) but loses the sawtooth tasks on held-out clips
-      (fade, zoom: memorising again); at 0.3 it keeps them. A reading of why: AdamW's steps do not grow for a smaller input, so a
-      weaker input needs larger weights to matter, and weight decay and the few epochs then favour
-      the differences, with the centred half used where they do not suffice.
+      (fade, zoom: memorising again); at 0.3 it keeps them. A reading of why: AdamW's steps do not
+      grow for a smaller input, so a weaker input needs larger weights to matter, and weight decay
+      and the few epochs then favour the differences, with the centred half used where they do not
+      suffice.
     A model on the raw features (the pre-issue-11 default: Linear + GELU projection, LSTM 256, head on
     the mean and last outputs) memorised the training clips and stayed at chance on new ones.
 
@@ -85,11 +86,9 @@ class WindowLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
         if self.inputs == "deltas+centered":
-            deltas = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
-            x = torch.cat([deltas, self.centered_weight * (x - x.mean(1, keepdim=True))], dim=-1)
+            x = torch.cat([_differences(x), self.centered_weight * (x - x.mean(1, keepdim=True))], dim=-1)
         elif self.inputs in ("deltas", "both"):
-            deltas = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
-            x = deltas if self.inputs == "deltas" else torch.cat([x, deltas], dim=-1)
+            x = _differences(x) if self.inputs == "deltas" else torch.cat([x, _differences(x)], dim=-1)
         elif self.inputs in ("centered", "features+centered"):
             centered = x - x.mean(1, keepdim=True)
             x = centered if self.inputs == "centered" else torch.cat([x, centered], dim=-1)
@@ -100,3 +99,8 @@ class WindowLSTM(nn.Module):
             last = out[:, -1]
         pooled = {"last": last, "mean": out.mean(1), "mean+last": torch.cat([out.mean(1), last], dim=-1)}[self.pool]
         return self.head(pooled)
+
+
+def _differences(x: torch.Tensor) -> torch.Tensor:
+    """x[t] - x[t-1] along the window (B, T, D), zero for the first frame."""
+    return torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
