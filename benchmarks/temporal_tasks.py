@@ -32,6 +32,7 @@ a set already extracted is reused, and everything regenerates from the seeds if 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from fractions import Fraction
@@ -69,32 +70,43 @@ CLASSES = {
 }
 
 SHAPES = ("disc", "square", "triangle", "cross")  # the objects' shapes, drawn by each clip's generator
-_Y, _X = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's (y, x) coordinates, float32 (read-only: shared between calls)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    y.flags.writeable = x.flags.writeable = False
+    return y, x
 
 
 # --- scenes -------------------------------------------------------------------------------------
 
-def backdrop(rng) -> np.ndarray:
-    """A random textured (SIZE, SIZE, 3) float backdrop: coarse colour blotches, a grating, noise."""
+def backdrop(rng, width: int = SIZE, height: int = SIZE) -> np.ndarray:
+    """A random textured (height, width, 3) float backdrop: coarse colour blotches, a grating, noise."""
     cells = int(rng.integers(3, 9))
     coarse = rng.uniform(0, 1, (cells + 1, cells + 1, 3))
-    t = np.linspace(0, cells, SIZE, dtype=np.float32)
-    i = np.minimum(t.astype(int), cells - 1)
-    f = (t - i)[:, None, None]
-    rows = coarse[i] * (1 - f) + coarse[i + 1] * f  # bilinear upsampling, rows then columns
-    f = (t - i)[None, :, None]
-    blotches = rows[:, i] * (1 - f) + rows[:, i + 1] * f
+    ty, tx = np.linspace(0, cells, height, dtype=np.float32), np.linspace(0, cells, width, dtype=np.float32)
+    iy, ix = np.minimum(ty.astype(int), cells - 1), np.minimum(tx.astype(int), cells - 1)
+    f = (ty - iy)[:, None, None]
+    rows = coarse[iy] * (1 - f) + coarse[iy + 1] * f  # bilinear upsampling, rows then columns
+    f = (tx - ix)[None, :, None]
+    blotches = rows[:, ix] * (1 - f) + rows[:, ix + 1] * f
+    y, x = _grid(width, height)
     angle, cycles = rng.uniform(0, np.pi), rng.uniform(3, 14)
-    grating = np.sin(2 * np.pi * cycles * (np.cos(angle) * _X + np.sin(angle) * _Y) / SIZE + rng.uniform(0, 6.3))
+    grating = np.sin(2 * np.pi * cycles * (np.cos(angle) * x + np.sin(angle) * y) / max(width, height)
+                     + rng.uniform(0, 6.3))
     image = (rng.uniform(20, 120, 3) + blotches * rng.uniform(40, 130, 3)
-             + grating[..., None] * rng.uniform(10, 45, 3) + rng.normal(0, rng.uniform(2, 12), (SIZE, SIZE, 3)))
+             + grating[..., None] * rng.uniform(10, 45, 3) + rng.normal(0, rng.uniform(2, 12), (height, width, 3)))
     return np.clip(image, 0, 255).astype(np.float32)
 
 
-def shape_mask(shape: str, cx: float, cy: float, size: float, angle: float = 0.0) -> np.ndarray:
-    """(SIZE, SIZE) coverage in [0, 1] of a shape centred at (cx, cy) with wrap-around in x."""
-    dx = (_X - cx + SIZE / 2) % SIZE - SIZE / 2  # wraps around the left and right edges
-    dy = _Y - cy
+def shape_mask(shape: str, cx: float, cy: float, size: float, angle: float = 0.0,
+               width: int = SIZE, height: int = SIZE, wrap: bool = True) -> np.ndarray:
+    """(height, width) coverage in [0, 1] of a shape centred at (cx, cy), with wrap-around in x if `wrap`."""
+    y, x = _grid(width, height)
+    dx = (x - cx + width / 2) % width - width / 2 if wrap else x - cx  # wraps around the left and right edges
+    dy = y - cy
     c, s = np.cos(angle), np.sin(angle)
     u, v = c * dx + s * dy, -s * dx + c * dy
     r = size / 2
@@ -237,14 +249,15 @@ def _camera_frames(task: str, label_index: int, back: np.ndarray, rng) -> list[n
 
 # --- files --------------------------------------------------------------------------------------
 
-def write_clip(path: Path, frames: list[np.ndarray]) -> None:
+def write_clip(path: Path, frames: list[np.ndarray], fps: float = FPS) -> None:
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
     with av.open(str(tmp), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(FPS))
-        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "18", "preset": "veryfast"}
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
