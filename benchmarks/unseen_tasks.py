@@ -1,0 +1,167 @@
+"""The default model on order-only tasks it was never tuned on, at the sizes, frame rates and
+lengths users have: a check of the claim that it learns order on new scenes, as a new user would
+make it (issue 11). The suite the model was chosen on (temporal_tasks.py) is all 112x112, 3 s, 30 fps.
+
+    python benchmarks/unseen_tasks.py [--root /work/unseen] [--variants ...] [--seeds 0 1 2]
+
+Each variant: per-clip textured backdrops and objects as in temporal_tasks.py, 72 training clips and
+24 held-out clips from other seeds, H.264; `extract()` with random-init weights (30 fps by timestamp,
+torchvision's transforms), then `fit()` with the default TrainSettings and `evaluate_run()` on the
+held-out cache, per seed. Prints each variant's held-out video accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import temporal_tasks as tt  # noqa: E402
+
+# name: (width, height, source fps, seconds, classes, what it shows)
+VARIANTS = {
+    "updown": (320, 240, 25, 4.0, ("up", "down"), "an object moving up or down at constant speed, wrapping"),
+    "orbit": (160, 160, 30, 2.0, ("cw", "ccw"), "an object circling a point clockwise or counter-clockwise"),
+    "fill": (224, 224, 24, 3.0, ("fills", "empties"), "a box filling or emptying (sawtooth, 0.8-1.2 s)"),
+    "widemotion": (640, 360, 60, 2.0, ("left", "right"),
+                   "an object moving left or right across a 16:9 frame, much of it outside the centre crop"),
+    "growsmall": (176, 144, 30, 5.0, ("grows", "shrinks"), "two objects growing or shrinking, a small source"),
+    "bounce": (256, 192, 30, 3.0, ("bounces", "reversed"),
+               "a ball dropped, bouncing lower each time (1.2-1.6 s), or that played backwards"),
+}
+PER_CLASS = {"train": tt.TRAIN_PER_CLASS, "heldout": tt.HELDOUT_PER_CLASS}
+
+
+def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], int]:
+    """The uint8 RGB frames of one clip and their frame rate."""
+    w, h, fps, seconds = VARIANTS[variant][:4]
+    back = tt.backdrop(rng, w, h)
+    shape, colour = tt.SHAPES[int(rng.integers(len(tt.SHAPES)))], tt._colour(rng, back)
+    scale = min(w, h) / tt.SIZE  # object sizes and speeds as the suite's, relative to the frame
+    size = rng.uniform(22, 34) * scale
+    sign = 1 if label_index == 0 else -1
+
+    def disc(cx, cy, d, name=shape):
+        return tt.shape_mask(name, cx, cy, d, width=w, height=h, wrap=False)
+
+    if variant == "updown":
+        cx, y0, speed = rng.uniform(size, w - size), rng.uniform(0, h), rng.uniform(35, 65) * scale
+    elif variant == "orbit":
+        radius, omega, phase = rng.uniform(0.2, 0.35) * min(w, h), rng.uniform(2.0, 4.0), rng.uniform(0, 2 * np.pi)
+        ox, oy = w / 2 + rng.uniform(-10, 10), h / 2 + rng.uniform(-10, 10)
+        size = rng.uniform(16, 26) * scale
+    elif variant == "fill":
+        bx, by = rng.uniform(0.25, 0.75) * w, rng.uniform(0.3, 0.7) * h
+        bw, bh = rng.uniform(30, 60) * scale, rng.uniform(50, 80) * scale
+        period, phase = rng.uniform(0.8, 1.2), rng.uniform(0, 1)
+        y, x = tt._grid(w, h)
+        inside = (np.abs(x - bx) <= bw / 2) & (np.abs(y - by) <= bh / 2)
+        outline = ((np.abs(x - bx) <= bw / 2 + 3) & (np.abs(y - by) <= bh / 2 + 3) & ~inside).astype(np.float32)
+    elif variant == "widemotion":
+        cy, x0, speed = rng.uniform(size, h - size), rng.uniform(0, w), rng.uniform(100, 200) * scale / 3
+    elif variant == "growsmall":
+        objects = [(rng.uniform(0.2, 0.8) * w, rng.uniform(0.25, 0.75) * h, tt.SHAPES[int(rng.integers(4))],
+                    tt._colour(rng, back), rng.uniform(24, 36), rng.uniform(0, 1)) for _ in range(2)]
+    elif variant == "bounce":
+        cx, period, phase = rng.uniform(size, w - size), rng.uniform(1.2, 1.6), rng.uniform(0, 1)
+        size = rng.uniform(16, 26) * scale
+    frames = []
+    for t in range(int(round(fps * seconds))):
+        s = t / fps
+        frame = back
+        if variant == "updown":
+            frame = tt._paint(back, disc(cx, (y0 - sign * speed * s) % (h + size) - size / 2, size), colour)
+        elif variant == "orbit":
+            a = phase + sign * omega * s
+            frame = tt._paint(back, disc(ox + radius * np.cos(a), oy + radius * np.sin(a), size), colour)
+        elif variant == "fill":
+            u = (s / period + phase) % 1.0
+            level = u if label_index == 0 else 1 - u
+            liquid = (inside & (y >= by + bh / 2 - level * bh)).astype(np.float32)
+            frame = tt._paint(tt._paint(back, outline, 255 - colour), liquid, colour)
+        elif variant == "widemotion":
+            frame = tt._paint(back, disc((x0 - sign * speed * s) % (w + size) - size / 2, cy, size), colour)
+        elif variant == "growsmall":
+            for x, y0, name, c, period_frames, ph in objects:
+                ramp = (t / period_frames + ph) % 1.0
+                grown = ramp if label_index == 0 else 1 - ramp
+                frame = tt._paint(frame, disc(x, y0, (6 + grown * 30) * scale, name), c)
+        elif variant == "bounce":  # hops of 0.4, 0.3, 0.2, 0.1 of the period, each lower: a fall, then parabolas
+            u = (s / period + phase) % 1.0
+            u = u if label_index == 0 else 1 - u
+            start, lift = 0.0, 0.0
+            for hop, (length, height) in enumerate(zip((0.4, 0.3, 0.2, 0.1), (1.0, 0.6, 0.36, 0.2))):
+                if u < start + length:
+                    p = (u - start) / length
+                    lift = height * (1 - p * p) if hop == 0 else height * 4 * p * (1 - p)
+                    break
+                start += length
+            frame = tt._paint(back, disc(cx, h - size / 2 - 4 - lift * (h - size - 16), size, "disc"), colour)
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return frames, fps
+
+
+def build(root: Path, variant: str) -> dict:
+    from pipeline.extract import ExtractOptions, extract
+    from pipeline.inputs import find_videos
+
+    caches = {}
+    for split_index, (split, per_class) in enumerate(PER_CLASS.items()):
+        videos = root / "videos" / variant / split
+        for label_index, label in enumerate(VARIANTS[variant][4]):
+            for number in range(per_class):
+                path = videos / label / f"{label}_{number:02d}.mp4"
+                if not path.exists():
+                    rng = np.random.default_rng([100 + list(VARIANTS).index(variant), split_index, label_index, number])
+                    tt.write_clip(path, *clip_frames(variant, label_index, rng))
+        caches[split] = root / "cache" / variant / split
+        summary = extract(find_videos(videos), caches[split], ExtractOptions(weights="random", progress=False))
+        if summary.failures:
+            raise RuntimeError(f"{variant}/{split}: {summary.failures[0]}")
+    return caches
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="/work/unseen", help="where the videos, caches and runs go")
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    p.add_argument("--config", help="a config of bench_models.py instead of the default TrainSettings "
+                                    "(e.g. today: the model before issue 11)")
+    a = p.parse_args(argv)
+    from dataclasses import replace
+
+    from bench_models import CONFIGS, settings_for
+    from pipeline.train import TrainSettings, evaluate_run, fit
+
+    if a.config and a.config not in CONFIGS:
+        p.error(f"--config: one of {', '.join(CONFIGS)}")
+
+    root, rows = Path(a.root), []
+    for variant in a.variants:
+        caches = build(root, variant)
+        scores = []
+        for seed in a.seeds:
+            run = root / "runs" / f"{a.config + '-' if a.config else ''}{variant}-{seed}"
+            settings = (settings_for(a.config, str(caches["train"]), seed, TrainSettings.epochs) if a.config
+                        else TrainSettings(cache=str(caches["train"]), seed=seed, device="cpu"))
+            if not (run / "best.pt").exists():
+                fit(replace(settings, out=str(run)), progress=False)
+            scores.append(evaluate_run(run, caches["heldout"], device="cpu")["video_accuracy"])
+        w, h, fps, seconds, classes, what = VARIANTS[variant]
+        rows.append(f"| `{variant}` | {w}x{h}, {fps} fps, {seconds:g} s | {what} | "
+                    f"{' / '.join(f'{x:.3f}' for x in scores)} | **{statistics.mean(scores):.2f}** |")
+        print(rows[-1], flush=True)
+    print("\n| variant | source | what it shows | held-out video accuracy, seeds " + " / ".join(map(str, a.seeds))
+          + " | mean |\n|---|---|---|---|---|\n" + "\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
