@@ -75,6 +75,9 @@ CONFIGS = {  # in the order they run: the most telling first
                                                     pool="mean+last"), {"jitter": True}),
     "deltas+centered0.3x64-jitter-wd0.05": (dict(hidden=64, inputs="deltas+centered", centered_weight=0.3),
                                             {"jitter": True, "weight_decay": 0.05}),
+    # sixth round: the head also reads the window's mean features (what stays put), at the same weight
+    "deltas+centered0.3x64-jitter+mean": (dict(hidden=64, inputs="deltas+centered+mean", centered_weight=0.3),
+                                          {"jitter": True}),
 }
 # What every config starts from, whatever TrainSettings' defaults become: a config's name keeps its meaning
 BASE = {"hidden": 128, "dropout": 0.0, "input_dropout": 0.0, "project": None, "pool": "last", "head_norm": False,

@@ -19,9 +19,11 @@ the order of the frames tells them apart; an order-blind model stays at chance):
             size in a one-second window (a camera's slow pan, a distant walker)
   pan       the camera pans left or right across a scene with a few objects, 20-40 px/s
   zoom      the camera zooms in or out (the view narrows to 55% or widens back), every 0.8-1.2 s
-Appearance task (what is in the scene tells; the order is irrelevant):
+Appearance tasks (what is in the scene tells; the order is irrelevant):
   shape     a disc or a square drifting about at random
   count     one object or three (random shapes and colours) drifting about at random
+  still     a still object, red or blue (its shape, size, place and shade random): nothing moves, so
+            a model of what changes alone cannot see it
 
 Each task has a training set (TRAIN_PER_CLASS clips a class) and a held-out set (HELDOUT_PER_CLASS
 clips a class) drawn from other seeds. Clips are 112x112, 3 s at 30 fps, H.264 written with PyAV,
@@ -50,11 +52,11 @@ HELDOUT_PER_CLASS = 12
 SPLIT_SEEDS = {"train": 1, "heldout": 2}  # the held-out clips come from other seeds than the training ones
 
 ORDER_TASKS = ("motion", "rotation", "events", "growth", "fade", "gravity", "slowmotion", "pan", "zoom")
-APPEARANCE_TASKS = ("shape", "count")
+APPEARANCE_TASKS = ("shape", "count", "still")
 TASKS = ORDER_TASKS + APPEARANCE_TASKS
 # Each task's seed number, fixed when it joined the suite: a task added later changes no other's clips
 SEED_NUMBERS = {"motion": 1, "rotation": 2, "events": 3, "growth": 4, "fade": 5, "shape": 6, "count": 7,
-                "gravity": 8, "slowmotion": 9, "pan": 10, "zoom": 11}
+                "gravity": 8, "slowmotion": 9, "pan": 10, "zoom": 11, "still": 12}
 CLASSES = {
     "motion": ("left", "right"),
     "rotation": ("clockwise", "counterclockwise"),
@@ -67,6 +69,7 @@ CLASSES = {
     "zoom": ("zoom_in", "zoom_out"),
     "shape": ("disc", "square"),
     "count": ("one", "three"),
+    "still": ("red", "blue"),
 }
 
 SHAPES = ("disc", "square", "triangle", "cross")  # the objects' shapes, drawn by each clip's generator
@@ -151,6 +154,8 @@ def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
     sign = 1 if label_index == 0 else -1
     if task in ("pan", "zoom"):
         return _camera_frames(task, label_index, back, rng)
+    if task == "still":
+        return _still_frames(label_index, back, rng)
     frames = []
     if task == "events":
         other_shape, other_colour = SHAPES[int(rng.integers(len(SHAPES)))], _colour(rng, back)
@@ -215,6 +220,15 @@ def clip_frames(task: str, label_index: int, rng) -> list[np.ndarray]:
             frame = _paint(back, shape_mask(CLASSES["shape"][label_index], x, y, size + 4, phase * 0.3), colour)
         frames.append(np.clip(frame, 0, 255).astype(np.uint8))
     return frames
+
+
+def _still_frames(label_index: int, back: np.ndarray, rng) -> list[np.ndarray]:
+    """A still object whose colour is the class: strong red (label 0) or strong blue, on the backdrop."""
+    shape, size = SHAPES[int(rng.integers(len(SHAPES)))], rng.uniform(26, 40)
+    cx, cy = rng.uniform(25, SIZE - 25), rng.uniform(25, SIZE - 25)
+    high, low = rng.uniform(180, 255), rng.uniform(0, 70, 2)
+    colour = np.array([high, *low] if label_index == 0 else [*low, high], np.float32)
+    return [np.clip(_paint(back, shape_mask(shape, cx, cy, size), colour), 0, 255).astype(np.uint8)] * FRAMES
 
 
 def _camera_frames(task: str, label_index: int, back: np.ndarray, rng) -> list[np.ndarray]:

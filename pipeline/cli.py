@@ -278,11 +278,13 @@ def _add_train_parsers(command) -> None:
                         "crops of the videos every epoch, at the same cost (default on)")
     p.add_argument("--epochs", type=_int_at_least(0), metavar="N", help="epochs in all, also when resuming (default 20)")
     p.add_argument("--hidden", type=_int_at_least(1), metavar="N", help="LSTM hidden size (default 64)")
-    p.add_argument("--inputs", choices=["deltas+centered", "deltas", "features", "both"],
+    p.add_argument("--inputs", choices=["deltas+centered", "deltas+centered+mean", "deltas", "features", "both"],
                    help="what the LSTM reads: the features' frame-to-frame differences, which cancel what stays "
                         "put (the scene) and generalise across scenes, beside the features less their window "
-                        "mean at 0.3 weight (default deltas+centered); the differences alone (deltas); the "
-                        "features themselves, where what stays put is the class; or features and differences (both)")
+                        "mean at 0.3 weight (default deltas+centered); that, with the classifier also reading the "
+                        "window's mean features at 0.3 weight, where what stays put can be the class too "
+                        "(deltas+centered+mean); the differences alone (deltas); the features themselves (features); "
+                        "or features and differences (both)")
     p.add_argument("--lr", type=_positive, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=_int_at_least(1), metavar="N", help="windows per batch (default 64)")
     p.add_argument("--val-fraction", type=_fraction, metavar="F",

@@ -245,11 +245,12 @@ def test_training_and_evaluation_run_where_the_decoders_and_torchvision_cannot_b
     assert set(json.loads(done.stdout.splitlines()[-1])) >= {"window_accuracy", "video_accuracy", "per_class"}
 
 
-def test_inputs_features_learns_what_stays_put_which_the_default_cannot_see(tmp_path):
+def test_inputs_features_and_the_window_mean_learn_what_stays_put_which_the_default_cannot_see(tmp_path):
     """A class told by each clip's constant features (a static scene): the default model reads the
     frame-to-frame differences and the window-centred features, here only noise unrelated to the label,
     and stays at chance, as do the differences alone (0.5 at the last epoch for 5 data seeds);
-    `--inputs features` learns it (1.0 for each)."""
+    `--inputs features` learns it (1.0 for each), and so does deltas+centered+mean, whose head reads
+    the window's mean features beside the LSTM."""
     rng = np.random.default_rng(0)
     direction = rng.normal(size=8)
     videos = {}
@@ -259,13 +260,14 @@ def test_inputs_features_learns_what_stays_put_which_the_default_cannot_see(tmp_
         videos[f"v{i:02d}"] = ("b" if label else "a", np.tile(still, (60, 1)) + rng.normal(0, 0.01, (60, 8)))
     cache = write_cache(tmp_path / "cache", videos)
     accuracy = {}
-    for inputs in ("deltas+centered", "deltas", "features"):
+    for inputs in ("deltas+centered", "deltas", "features", "deltas+centered+mean"):
         run = tmp_path / inputs
         assert main(["train", str(cache), "--out", str(run), "--inputs", inputs, "--epochs", "15", "--hidden", "16", "--batch-size", "8",
                      "--device", "cpu", "--val-fraction", "0.34"]) == 0
         assert torch.load(run / "best.pt", weights_only=True)["model_args"]["inputs"] == inputs
         accuracy[inputs] = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["val_video_acc"]
-    assert accuracy["features"] >= 0.9 and accuracy["deltas"] <= 0.7 and accuracy["deltas+centered"] <= 0.7, accuracy
+    assert accuracy["features"] >= 0.9 and accuracy["deltas+centered+mean"] >= 0.9, accuracy
+    assert accuracy["deltas"] <= 0.7 and accuracy["deltas+centered"] <= 0.7, accuracy
 
 
 @pytest.mark.parametrize("weight", [-0.1, float("nan"), float("inf")])
