@@ -9,6 +9,7 @@ sees: the clip's backdrop is subtracted.
            (the change the default model's deltas input sees), flashes found from the generator
   shape    disc or square, from frames 0 and 45 less the features of the clip's bare backdrop
   count    one object or three, the same way
+  still    a still object red or blue, the same way (joined the suite after the recorded probes)
 If a probe is at chance on held-out clips, no model reading those features learns the task from
 this many clips; if it is near 1, the cue is there and the question is whether training finds it.
 Then, for events: an LSTM (32 units) on two numbers per frame, the probe's left/right score of the

@@ -271,6 +271,8 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: float = FPS) -> None:
     with av.open(str(tmp), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.height, stream.width = frames[0].shape[:2]
+        if stream.height % 2 or stream.width % 2:
+            raise ValueError(f"{path}: yuv420p H.264 needs an even width and height, not {stream.width}x{stream.height}")
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "18", "preset": "veryfast"}
         for image in frames:

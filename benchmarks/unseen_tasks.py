@@ -2,12 +2,14 @@
 lengths users have: a check of the claim that it learns order on new scenes, as a new user would
 make it (issue 11). The suite the model was chosen on (temporal_tasks.py) is all 112x112, 3 s, 30 fps.
 
-    python benchmarks/unseen_tasks.py [--root /work/unseen] [--variants ...] [--seeds 0 1 2]
+    python benchmarks/unseen_tasks.py [--root /work/unseen] [--variants ...] [--seeds 0 1 2] [--config NAME]
 
 Each variant: per-clip textured backdrops and objects as in temporal_tasks.py, 72 training clips and
 24 held-out clips from other seeds, H.264; `extract()` with random-init weights (30 fps by timestamp,
-torchvision's transforms), then `fit()` with the default TrainSettings and `evaluate_run()` on the
-held-out cache, per seed. Prints each variant's held-out video accuracy.
+torchvision's transforms), then `fit()` with the default TrainSettings (or a bench_models.py config,
+`--config`) and `evaluate_run()` on the held-out cache, per seed. Prints each variant's held-out video
+accuracy. A run already in ROOT is resumed, so an interrupted one is finished and one made with other
+settings is refused, never scored as if it were this one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ VARIANTS = {
                "a ball dropped, bouncing lower each time (1.2-1.6 s), or that played backwards"),
 }
 PER_CLASS = {"train": tt.TRAIN_PER_CLASS, "heldout": tt.HELDOUT_PER_CLASS}
+# Each variant's seed number, fixed: a variant added later changes no other's clips
+SEED_NUMBERS = {"updown": 100, "orbit": 101, "fill": 102, "widemotion": 103, "growsmall": 104, "bounce": 105}
 
 
 def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], int]:
@@ -47,7 +51,7 @@ def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], 
     size = rng.uniform(22, 34) * scale
     sign = 1 if label_index == 0 else -1
 
-    def disc(cx, cy, d, name=shape):
+    def mask(cx, cy, d, name=shape):
         return tt.shape_mask(name, cx, cy, d, width=w, height=h, wrap=False)
 
     if variant == "updown":
@@ -64,9 +68,9 @@ def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], 
         inside = (np.abs(x - bx) <= bw / 2) & (np.abs(y - by) <= bh / 2)
         outline = ((np.abs(x - bx) <= bw / 2 + 3) & (np.abs(y - by) <= bh / 2 + 3) & ~inside).astype(np.float32)
     elif variant == "widemotion":
-        cy, x0, speed = rng.uniform(size, h - size), rng.uniform(0, w), rng.uniform(100, 200) * scale / 3
+        cy, x0, speed = rng.uniform(size, h - size), rng.uniform(0, w), rng.uniform(100, 200) * scale / 3  # (33-67 px/s at the suite's size)
     elif variant == "growsmall":
-        objects = [(rng.uniform(0.2, 0.8) * w, rng.uniform(0.25, 0.75) * h, tt.SHAPES[int(rng.integers(4))],
+        objects = [(rng.uniform(0.2, 0.8) * w, rng.uniform(0.25, 0.75) * h, tt.SHAPES[int(rng.integers(len(tt.SHAPES)))],
                     tt._colour(rng, back), rng.uniform(24, 36), rng.uniform(0, 1)) for _ in range(2)]
     elif variant == "bounce":
         cx, period, phase = rng.uniform(size, w - size), rng.uniform(1.2, 1.6), rng.uniform(0, 1)
@@ -76,22 +80,22 @@ def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], 
         s = t / fps
         frame = back
         if variant == "updown":
-            frame = tt._paint(back, disc(cx, (y0 - sign * speed * s) % (h + size) - size / 2, size), colour)
+            frame = tt._paint(back, mask(cx, (y0 - sign * speed * s) % (h + size) - size / 2, size), colour)
         elif variant == "orbit":
             a = phase + sign * omega * s
-            frame = tt._paint(back, disc(ox + radius * np.cos(a), oy + radius * np.sin(a), size), colour)
+            frame = tt._paint(back, mask(ox + radius * np.cos(a), oy + radius * np.sin(a), size), colour)
         elif variant == "fill":
             u = (s / period + phase) % 1.0
             level = u if label_index == 0 else 1 - u
             liquid = (inside & (y >= by + bh / 2 - level * bh)).astype(np.float32)
             frame = tt._paint(tt._paint(back, outline, 255 - colour), liquid, colour)
         elif variant == "widemotion":
-            frame = tt._paint(back, disc((x0 - sign * speed * s) % (w + size) - size / 2, cy, size), colour)
+            frame = tt._paint(back, mask((x0 - sign * speed * s) % (w + size) - size / 2, cy, size), colour)
         elif variant == "growsmall":
             for x, y0, name, c, period_frames, ph in objects:
                 ramp = (t / period_frames + ph) % 1.0
                 grown = ramp if label_index == 0 else 1 - ramp
-                frame = tt._paint(frame, disc(x, y0, (6 + grown * 30) * scale, name), c)
+                frame = tt._paint(frame, mask(x, y0, (6 + grown * 30) * scale, name), c)
         elif variant == "bounce":  # hops of 0.4, 0.3, 0.2, 0.1 of the period, each lower: a fall, then parabolas
             u = (s / period + phase) % 1.0
             u = u if label_index == 0 else 1 - u
@@ -102,7 +106,7 @@ def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], 
                     lift = height * (1 - p * p) if hop == 0 else height * 4 * p * (1 - p)
                     break
                 start += length
-            frame = tt._paint(back, disc(cx, h - size / 2 - 4 - lift * (h - size - 16), size, "disc"), colour)
+            frame = tt._paint(back, mask(cx, h - size / 2 - 4 - lift * (h - size - 16), size, "disc"), colour)
         frames.append(np.clip(frame, 0, 255).astype(np.uint8))
     return frames, fps
 
@@ -118,7 +122,7 @@ def build(root: Path, variant: str) -> dict:
             for number in range(per_class):
                 path = videos / label / f"{label}_{number:02d}.mp4"
                 if not path.exists():
-                    rng = np.random.default_rng([100 + list(VARIANTS).index(variant), split_index, label_index, number])
+                    rng = np.random.default_rng([SEED_NUMBERS[variant], split_index, label_index, number])
                     tt.write_clip(path, *clip_frames(variant, label_index, rng))
         caches[split] = root / "cache" / variant / split
         summary = extract(find_videos(videos), caches[split], ExtractOptions(weights="random", progress=False))
@@ -151,8 +155,7 @@ def main(argv=None) -> int:
             run = root / "runs" / f"{a.config + '-' if a.config else ''}{variant}-{seed}"
             settings = (settings_for(a.config, str(caches["train"]), seed, TrainSettings.epochs) if a.config
                         else TrainSettings(cache=str(caches["train"]), seed=seed, device="cpu"))
-            if not (run / "best.pt").exists():
-                fit(replace(settings, out=str(run)), progress=False)
+            fit(replace(settings, out=str(run)), resume=(run / "last.pt").exists(), progress=False)
             scores.append(evaluate_run(run, caches["heldout"], device="cpu")["video_accuracy"])
         w, h, fps, seconds, classes, what = VARIANTS[variant]
         rows.append(f"| `{variant}` | {w}x{h}, {fps} fps, {seconds:g} s | {what} | "

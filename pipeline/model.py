@@ -90,10 +90,11 @@ class WindowLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
-        # (beside the LSTM's last state: at full weight the head fit the training clips' scenes and lost
-        # order tasks, pan 0.79 and zoom 0.76; at 0.3 it kept them; BENCHMARKS.md, "Sixth round")
+        # +mean: the head also reads the window's mean features, scaled by centered_weight (at 1 the head
+        # fit the training clips' scenes and lost order tasks, pan 0.79 and zoom 0.76; at 0.3 they held;
+        # BENCHMARKS.md, "Sixth round"). input_dropout does not reach it.
         still = [self.centered_weight * x.mean(1)] if self.head_reads_mean else []
-        if self.inputs.startswith("deltas+centered"):
+        if self.inputs in ("deltas+centered", "deltas+centered+mean"):
             x = torch.cat([_differences(x), self.centered_weight * (x - x.mean(1, keepdim=True))], dim=-1)
         elif self.inputs in ("deltas", "both"):
             x = _differences(x) if self.inputs == "deltas" else torch.cat([x, _differences(x)], dim=-1)

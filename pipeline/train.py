@@ -71,7 +71,7 @@ class TrainSettings:
     layers: int = 1  # stacked LSTM layers
     bidirectional: bool = False
     inputs: str = "deltas+centered"  # x[t] - x[t-1] beside the features less their window mean (model.py)
-    centered_weight: float = 0.3  # the centred half's weight: at 1 held-out fade and zoom fall (model.py)
+    centered_weight: float = 0.3  # the centred half's weight (and +mean's window mean): at 1 held-out fade and zoom fall (model.py)
     lr: float = 1e-3  # constant: no schedule, so extending a run with --resume matches a longer run
     weight_decay: float = 0.01  # AdamW's decoupled decay; mild, the model is small
     grad_clip: float = 1.0  # max global gradient norm: an LSTM's rare gradient spike cannot undo an epoch

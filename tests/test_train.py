@@ -250,7 +250,8 @@ def test_inputs_features_and_the_window_mean_learn_what_stays_put_which_the_defa
     frame-to-frame differences and the window-centred features, here only noise unrelated to the label,
     and stays at chance, as do the differences alone (0.5 at the last epoch for 5 data seeds);
     `--inputs features` learns it (1.0 for each), and so does deltas+centered+mean, whose head reads
-    the window's mean features beside the LSTM."""
+    the window's mean features beside the LSTM, more slowly (its mean path is scaled by 0.3): at 15
+    epochs one data seed of 6 stayed at 0.5, at 40 all six reached 1.0."""
     rng = np.random.default_rng(0)
     direction = rng.normal(size=8)
     videos = {}
@@ -262,7 +263,8 @@ def test_inputs_features_and_the_window_mean_learn_what_stays_put_which_the_defa
     accuracy = {}
     for inputs in ("deltas+centered", "deltas", "features", "deltas+centered+mean"):
         run = tmp_path / inputs
-        assert main(["train", str(cache), "--out", str(run), "--inputs", inputs, "--epochs", "15", "--hidden", "16", "--batch-size", "8",
+        epochs = "40" if inputs == "deltas+centered+mean" else "15"
+        assert main(["train", str(cache), "--out", str(run), "--inputs", inputs, "--epochs", epochs, "--hidden", "16", "--batch-size", "8",
                      "--device", "cpu", "--val-fraction", "0.34"]) == 0
         assert torch.load(run / "best.pt", weights_only=True)["model_args"]["inputs"] == inputs
         accuracy[inputs] = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["val_video_acc"]
