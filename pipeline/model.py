@@ -65,12 +65,13 @@ class WindowLSTM(nn.Module):
         if pool not in POOLS or inputs not in INPUTS:
             raise ValueError(f"pool must be one of {POOLS} and inputs one of {INPUTS}")
         self.pool, self.inputs, self.bidirectional = pool, inputs, bidirectional
+        # "+mean" changes what the head reads, not what the LSTM reads
+        self.lstm_reads, self.head_reads_mean = inputs.removesuffix("+mean"), inputs.endswith("+mean")
         self.centered_weight = centered_weight
         self.register_buffer("mean", torch.zeros(feature_dim))
         self.register_buffer("std", torch.ones(feature_dim))
         self.input_dropout = nn.Dropout(input_dropout)
-        width = feature_dim * (2 if inputs in ("both", "features+centered", "deltas+centered", "deltas+centered+mean")
-                               else 1)
+        width = feature_dim * (2 if self.lstm_reads in ("both", "features+centered", "deltas+centered") else 1)
         if project is not None:
             project = project or hidden
             self.proj = nn.Sequential(nn.Linear(width, project), nn.GELU(), nn.Dropout(dropout))
@@ -79,7 +80,6 @@ class WindowLSTM(nn.Module):
             self.proj = nn.Identity()
         self.lstm = nn.LSTM(width, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional)
         out = hidden * (2 if bidirectional else 1) * (2 if pool == "mean+last" else 1)
-        self.head_reads_mean = inputs == "deltas+centered+mean"
         out += feature_dim if self.head_reads_mean else 0
         norm = [nn.LayerNorm(out)] if head_norm else []
         self.head = nn.Sequential(*norm, nn.Dropout(dropout), nn.Linear(out, num_classes))
@@ -94,13 +94,13 @@ class WindowLSTM(nn.Module):
         # fit the training clips' scenes and lost order tasks, pan 0.79 and zoom 0.76; at 0.3 they held;
         # BENCHMARKS.md, "Sixth round"). input_dropout does not reach it.
         still = [self.centered_weight * x.mean(1)] if self.head_reads_mean else []
-        if self.inputs in ("deltas+centered", "deltas+centered+mean"):
+        if self.lstm_reads == "deltas+centered":
             x = torch.cat([_differences(x), self.centered_weight * (x - x.mean(1, keepdim=True))], dim=-1)
-        elif self.inputs in ("deltas", "both"):
-            x = _differences(x) if self.inputs == "deltas" else torch.cat([x, _differences(x)], dim=-1)
-        elif self.inputs in ("centered", "features+centered"):
+        elif self.lstm_reads in ("deltas", "both"):
+            x = _differences(x) if self.lstm_reads == "deltas" else torch.cat([x, _differences(x)], dim=-1)
+        elif self.lstm_reads in ("centered", "features+centered"):
             centered = x - x.mean(1, keepdim=True)
-            x = centered if self.inputs == "centered" else torch.cat([x, centered], dim=-1)
+            x = centered if self.lstm_reads == "centered" else torch.cat([x, centered], dim=-1)
         out, (h, _) = self.lstm(self.proj(self.input_dropout(x)))
         if self.bidirectional:  # the last layer's final state of each direction, each after its whole pass
             last = torch.cat([h[-2], h[-1]], dim=-1)
