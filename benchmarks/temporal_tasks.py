@@ -312,9 +312,6 @@ def cache_path(root: Path, weights: str, task: str, split: str) -> Path:
 
 def build(root: Path, weights: str = "random", tasks=TASKS, log=print) -> dict:
     """Generate and extract every (task, split) not done yet; {(task, split): cache path}."""
-    from pipeline.extract import ExtractOptions, extract
-    from pipeline.inputs import find_videos
-
     caches = {}
     for task in tasks:
         for split in SPLIT_SEEDS:
@@ -322,15 +319,23 @@ def build(root: Path, weights: str = "random", tasks=TASKS, log=print) -> dict:
             cache = cache_path(root, weights, task, split)
             t0 = time.perf_counter()
             make_videos(task, split, videos)
-            made = time.perf_counter() - t0
-            summary = extract(find_videos(videos), cache, ExtractOptions(weights=weights, progress=False))
-            if summary.failures:
-                raise RuntimeError(f"{task}/{split}: {len(summary.failures)} clips failed: {summary.failures[0]}")
-            if summary.done:
-                log(f"{task}/{split}: videos {made:.0f} s, extracted {summary.done} clips "
-                    f"({summary.frames / max(summary.seconds, 1e-9):.0f} frames/s) -> {cache}")
+            extract_clips(videos, cache, weights, f"{task}/{split}: videos {time.perf_counter() - t0:.0f} s", log)
             caches[task, split] = cache
     return caches
+
+
+def extract_clips(videos: Path, cache: Path, weights: str, name: str, log=print) -> None:
+    """Extract the clips in `videos` (not done yet) into `cache` with the project's own extract();
+    any clip that fails stops the build."""
+    from pipeline.extract import ExtractOptions, extract
+    from pipeline.inputs import find_videos
+
+    summary = extract(find_videos(videos), cache, ExtractOptions(weights=weights, progress=False))
+    if summary.failures:
+        raise RuntimeError(f"{name}: {len(summary.failures)} clips failed: {summary.failures[0]}")
+    if summary.done:
+        log(f"{name}, extracted {summary.done} clips ({summary.frames / max(summary.seconds, 1e-9):.0f} frames/s)"
+            f" -> {cache}")
 
 
 def main(argv=None) -> int:

@@ -112,9 +112,7 @@ def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], 
 
 
 def build(root: Path, variant: str) -> dict:
-    from pipeline.extract import ExtractOptions, extract
-    from pipeline.inputs import find_videos
-
+    """Generate (the clips not there yet) and extract both splits of `variant`; {split: cache path}."""
     caches = {}
     for split_index, (split, per_class) in enumerate(PER_CLASS.items()):
         videos = root / "videos" / variant / split
@@ -125,9 +123,7 @@ def build(root: Path, variant: str) -> dict:
                     rng = np.random.default_rng([SEED_NUMBERS[variant], split_index, label_index, number])
                     tt.write_clip(path, *clip_frames(variant, label_index, rng))
         caches[split] = root / "cache" / variant / split
-        summary = extract(find_videos(videos), caches[split], ExtractOptions(weights="random", progress=False))
-        if summary.failures:
-            raise RuntimeError(f"{variant}/{split}: {summary.failures[0]}")
+        tt.extract_clips(videos, caches[split], "random", f"{variant}/{split}")
     return caches
 
 
