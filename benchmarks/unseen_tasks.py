@@ -4,8 +4,8 @@ make it (issue 11). The suite the model was chosen on (temporal_tasks.py) is all
 
     python benchmarks/unseen_tasks.py [--root /work/unseen] [--variants ...] [--seeds 0 1 2] [--config NAME]
 
-Each variant: per-clip textured backdrops and objects as in temporal_tasks.py, 72 training clips and
-24 held-out clips from other seeds, H.264; `extract()` with random-init weights (30 fps by timestamp,
+Each variant: per-clip textured backdrops and objects as in temporal_tasks.py, 36 training clips and
+12 held-out clips a class from other seeds, H.264; `extract()` with random-init weights (30 fps by timestamp,
 torchvision's transforms), then `fit()` with the default TrainSettings (or a bench_models.py config,
 `--config`) and `evaluate_run()` on the held-out cache, per seed. Prints each variant's held-out video
 accuracy. A run already in ROOT is resumed, so an interrupted one is finished and one made with other
@@ -36,10 +36,17 @@ VARIANTS = {
     "growsmall": (176, 144, 30, 5.0, ("grows", "shrinks"), "two objects growing or shrinking, a small source"),
     "bounce": (256, 192, 30, 3.0, ("bounces", "reversed"),
                "a ball dropped, bouncing lower each time (1.2-1.6 s), or that played backwards"),
+    # more than two classes (each class's clips as many as above)
+    "compass": (320, 240, 30, 3.0, ("left", "right", "up", "down"),
+                "four classes: an object moving left, right, up or down, wrapping"),
+    "pulse": (240, 180, 15, 4.0, ("grows", "shrinks", "pulses"),
+              "three classes at 15 fps (each frame shown twice at 30): an object growing, shrinking, or growing "
+              "then shrinking (0.8-1.2 s)"),
 }
 PER_CLASS = {"train": tt.TRAIN_PER_CLASS, "heldout": tt.HELDOUT_PER_CLASS}
 # Each variant's seed number, fixed: a variant added later changes no other's clips
-SEED_NUMBERS = {"updown": 100, "orbit": 101, "fill": 102, "widemotion": 103, "growsmall": 104, "bounce": 105}
+SEED_NUMBERS = {"updown": 100, "orbit": 101, "fill": 102, "widemotion": 103, "growsmall": 104, "bounce": 105,
+                "compass": 106, "pulse": 107}
 
 
 def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], int]:
@@ -75,6 +82,14 @@ def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], 
     elif variant == "bounce":
         cx, period, phase = rng.uniform(size, w - size), rng.uniform(1.2, 1.6), rng.uniform(0, 1)
         size = rng.uniform(16, 26) * scale
+    elif variant == "compass":
+        dx, dy = ((-1, 0), (1, 0), (0, -1), (0, 1))[label_index]
+        x0 = rng.uniform(0, w) if dx else rng.uniform(size, w - size)  # (across the frame, never off its side)
+        y0 = rng.uniform(0, h) if dy else rng.uniform(size, h - size)
+        speed = rng.uniform(35, 65) * scale
+    elif variant == "pulse":
+        cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
+        period, phase = rng.uniform(0.8, 1.2), rng.uniform(0, 1)
     frames = []
     for t in range(int(round(fps * seconds))):
         s = t / fps
@@ -107,6 +122,14 @@ def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], 
                     break
                 start += length
             frame = tt._paint(back, mask(cx, h - size / 2 - 4 - lift * (h - size - 16), size, "disc"), colour)
+        elif variant == "compass":
+            x = (x0 + dx * speed * s) % (w + size) - size / 2 if dx else x0
+            y = (y0 + dy * speed * s) % (h + size) - size / 2 if dy else y0
+            frame = tt._paint(back, mask(x, y, size), colour)
+        elif variant == "pulse":
+            u = (s / period + phase) % 1.0
+            grown = (u, 1 - u, 1 - abs(2 * u - 1))[label_index]
+            frame = tt._paint(back, mask(cx, cy, (6 + grown * 38) * scale), colour)
         frames.append(np.clip(frame, 0, 255).astype(np.uint8))
     return frames, fps
 
