@@ -2,7 +2,7 @@
 
     python benchmarks/feature_error.py [--weights FILE]
 
-For every clip of tests/formats.py (70 codecs and containers, sharp-edged colour content, most at
+For every clip of tests/formats.py (76 codecs and containers, sharp-edged colour content, most at
 176x144, and a portrait one), every output frame: the relative error (row norm of the difference over the
 reference's) of the CPU box's path (FFmpeg's RGB, torch resize) and of the GPU box's path (the decoded
 YUV converted by torch, run here on the CPU). The reference: a plain PyAV decode, the frame on screen

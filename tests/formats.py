@@ -117,6 +117,13 @@ FORMATS = [
     Format("h264_50fps.ts", "libx264", "yuv420p", fps=Fraction(50), options=X264_B),
     Format("h264_5994.mkv", "libx264", "yuv420p", fps=Fraction(60000, 1001), options=X264_B),
     Format("h264_12fps.mp4", "libx264", "yuv420p", fps=Fraction(12), frames=20, options=X264_B),
+    # a third sweep (2026-11-28): old PC and web codecs, 4x4 chroma, RGB H.264, a cinema intermediate, 10-bit 4:2:2
+    Format("msmpeg4v3.avi", "msmpeg4v3", "yuv420p"),  # DivX 3 ("DIV3"), in old downloaded AVIs
+    Format("rv20.rm", "rv20", "yuv420p", fps=Fraction(25)),  # RealVideo in RealMedia
+    Format("svq1.mov", "svq1", "yuv410p"),  # Sorenson Video 1 (old QuickTime): chroma a quarter each way
+    Format("h264rgb.mkv", "libx264rgb", "rgb24", options={"preset": "ultrafast"}),  # lossless screen captures
+    Format("cfhd.mov", "cfhd", "yuv422p10le"),  # GoPro CineForm
+    Format("v210.mov", "v210", "yuv422p10le", frames=6),  # uncompressed 10-bit 4:2:2 (broadcast)
 ]
 
 # Animations a folder search leaves out (by extension: an icon is not a video); a CSV manifest takes them

@@ -14,7 +14,9 @@ from pipeline.video import VideoError, VideoReader
 # Files of the matrix that --decoder decord leaves to PyAV, and why
 PYAV_EVEN_UNDER_DECORD = {
     "h264_10bit.mp4", "hevc_10bit.mkv", "hevc_12bit.mkv", "av1_10bit.mkv", "prores.mov",  # not 8-bit YUV
-    "hevc_10bit_bt2020_640x360.mp4", "prores_422_10bit_854x480.mov",
+    "hevc_10bit_bt2020_640x360.mp4", "prores_422_10bit_854x480.mov", "cfhd.mov", "v210.mov",
+    "svq1.mov",  # 8-bit, but 4:1:0
+    "h264rgb.mkv",  # RGB
     "png_rgba.mov", "utvideo_rgb.avi", "qtrle.mov", "qtrle_argb.mov", "cinepak.avi", "msvideo1.avi",  # RGB
     "ffvhuff_rgb.avi", "zmbv.avi",  # RGB, and palette
     "raw_uyvy.avi", "raw_nv12.mkv",  # YUV, but packed or semi-planar
