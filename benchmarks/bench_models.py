@@ -18,6 +18,13 @@ one thread each. Then every config's training step is timed (windows/s, batch 64
 windows, --speed-threads, interleaved rounds so a busy machine slows all alike), and the
 table is printed: mean and spread (min-max over seeds, pooled over the order-only tasks) per task.
 The tasks are built (videos generated, features extracted) first if they are not in --root yet.
+
+How long, on a 2-core CPU (measured 2026-11-28): building the twelve tasks about 15 min (once; 71 s
+a task), then about 4 min a config for the twelve tasks and three seeds with --jobs 2, so every
+config (the default --configs, 33 of them) about 2.5 h. The default against the model before issue
+11 alone, build included, about 25 min:
+
+    python benchmarks/bench_models.py --configs today deltas+centered0.3x64-jitter --speed-threads 1
 """
 
 from __future__ import annotations
