@@ -85,11 +85,14 @@ CONFIGS = {  # in the order they run: the most telling first
     # sixth round: the head also reads the window's mean features (what stays put), at the same weight
     "deltas+centered0.3x64-jitter+mean": (dict(hidden=64, inputs="deltas+centered+mean", centered_weight=0.3),
                                           {"jitter": True}),
+    # eighth round: a second head reads the window's mean features too; validation picks (train.validate)
+    "deltas+centered0.3x64-jitter+scene": (dict(hidden=64, inputs="deltas+centered", centered_weight=0.3,
+                                                scene_head=True), {"jitter": True}),
 }
 # What every config starts from, whatever TrainSettings' defaults become: a config's name keeps its meaning
 BASE = {"hidden": 128, "dropout": 0.0, "input_dropout": 0.0, "project": None, "pool": "last", "head_norm": False,
         "layers": 1, "bidirectional": False, "inputs": "features", "centered_weight": 1.0,
-        "weight_decay": 0.01, "lr": 1e-3, "jitter": False}
+        "weight_decay": 0.01, "lr": 1e-3, "jitter": False, "scene_head": False}
 
 
 def settings_for(config: str, cache: str, seed: int, epochs: int):
@@ -109,7 +112,7 @@ RULES = {
     "last epoch": lambda m: (m["epoch"],),
     "video acc, window acc, later epoch": lambda m: (m["val_video_acc"], m["val_window_acc"], m["epoch"]),
     "video acc, later epoch": lambda m: (m["val_video_acc"], m["epoch"]),
-    "window acc, later epoch": lambda m: (m["val_window_acc"], m["epoch"]),  # train._rank
+    "window acc, later epoch": lambda m: (m.get("rank_window_acc", m["val_window_acc"]), m["epoch"]),  # train._rank
 }
 
 
@@ -132,7 +135,7 @@ def run_one(job: tuple) -> dict:
     from pipeline.cache import open_cache
     from pipeline.demo import order_blind_baseline
     from pipeline.model import WindowLSTM
-    from pipeline.train import (_usable_videos, evaluate, make_batches, model_args, train_one_epoch,
+    from pipeline.train import (_usable_videos, make_batches, model_args, train_one_epoch, validate,
                                 window_and_video_metrics, window_predictions)
     from pipeline.windows import cache_windows, feature_stats, split_by_video
 
@@ -164,7 +167,7 @@ def run_one(job: tuple) -> dict:
         train_loader.set_epoch(epoch)
         m = {"epoch": epoch + 1}
         m.update(train_one_epoch(model, criterion, optimizer, train_loader, device, s.grad_clip))
-        m.update(evaluate(model, criterion, val_loader, val_w, len(labels), device))
+        m.update(validate(model, criterion, val_loader, val_w, len(labels), device))  # (picks a scene head or not)
         h = window_and_video_metrics(window_predictions(model, held_loader, device), held_w, len(labels))
         m.update(heldout_video_acc=h["video_accuracy"], heldout_window_acc=h["window_accuracy"])
         m.pop("val_confusion")
@@ -197,7 +200,8 @@ def speed(configs: list[str], seconds: float, rounds: int = 3, dim: int = 1000, 
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=s.weight_decay)
             n, t0 = 0, None
             while t0 is None or time.perf_counter() - t0 < seconds:
-                loss = nn.functional.cross_entropy(model(x), y)
+                out = model(x, both_heads=True) if model.scene_head is not None else (model(x),)
+                loss = sum(nn.functional.cross_entropy(logits, y) for logits in out)  # both heads train
                 opt.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), 1.0)

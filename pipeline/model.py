@@ -17,7 +17,8 @@ LEGACY_ARGS = {"project": 0, "pool": "mean+last", "head_norm": True, "input_drop
 
 class WindowLSTM(nn.Module):
     """Normalise each frame's features; an LSTM reads their temporal differences beside their window-centred
-    values, at a smaller weight; a linear head on its last state.
+    values, at a smaller weight; a linear head on its last state (and, with scene_head, a second one that
+    also reads the window's mean features, for classes told by what stays put).
 
     The defaults are what the ablation on benchmarks/temporal_tasks.py chose (BENCHMARKS.md, "Stage
     two: choosing the model"). Each frame the LSTM reads two things made from the normalised features x:
@@ -55,12 +56,17 @@ class WindowLSTM(nn.Module):
                    features' mean over the window ("deltas+centered+mean": what stays put, such as a still
                    object's colour, is no longer invisible; the LSTM reads the same as with deltas+centered)
     centered_weight  what the centred half of "deltas+centered" (and the window mean of "+mean") is multiplied by
+    scene_head     a second classifier that reads the LSTM's state (detached: it never trains the LSTM) beside
+                   the window's mean features times centered_weight, so that a class told by what stays put
+                   (the scene, a still object's colour) is not invisible. Both are trained; the buffer
+                   `reads_scene`, set by validation (train.validate), says which one predicts. False for
+                   checkpoints made before it existed.
     """
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 64, dropout: float = 0.0,
                  input_dropout: float = 0.0, project: int | None = None, pool: str = "last", head_norm: bool = False,
                  layers: int = 1, bidirectional: bool = False, inputs: str = "deltas+centered",
-                 centered_weight: float = 0.3):
+                 centered_weight: float = 0.3, scene_head: bool = False):
         super().__init__()
         if pool not in POOLS or inputs not in INPUTS:
             raise ValueError(f"pool must be one of {POOLS} and inputs one of {INPUTS}")
@@ -83,17 +89,25 @@ class WindowLSTM(nn.Module):
         out += feature_dim if self.head_reads_mean else 0
         norm = [nn.LayerNorm(out)] if head_norm else []
         self.head = nn.Sequential(*norm, nn.Dropout(dropout), nn.Linear(out, num_classes))
+        self.scene_head = None
+        if scene_head:
+            pooled_width = out - (feature_dim if self.head_reads_mean else 0)
+            self.scene_head = nn.Linear(pooled_width + feature_dim, num_classes)
+            self.register_buffer("reads_scene", torch.tensor(False))
 
     def set_normalization(self, mean, std) -> None:
         self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
         self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, both_heads: bool = False):
+        """Logits of the classifier that predicts; with both_heads (training a scene head), the pair
+        (order head's, scene head's)."""
         x = (x - self.mean) / self.std
         # +mean: the head also reads the window's mean features, scaled by centered_weight (at 1 the head
         # fit the training clips' scenes and lost order tasks, pan 0.79 and zoom 0.76; at 0.3 they held;
         # BENCHMARKS.md, "Sixth round"). input_dropout does not reach it.
-        still = [self.centered_weight * x.mean(1)] if self.head_reads_mean else []
+        scene = self.centered_weight * x.mean(1) if self.head_reads_mean or self.scene_head is not None else None
+        still = [scene] if self.head_reads_mean else []
         if self.lstm_reads == "deltas+centered":
             x = torch.cat([_differences(x), self.centered_weight * (x - x.mean(1, keepdim=True))], dim=-1)
         elif self.lstm_reads in ("deltas", "both"):
@@ -107,7 +121,13 @@ class WindowLSTM(nn.Module):
         else:
             last = out[:, -1]
         pooled = {"last": last, "mean": out.mean(1), "mean+last": torch.cat([out.mean(1), last], dim=-1)}[self.pool]
-        return self.head(torch.cat([pooled, *still], dim=-1))
+        logits = self.head(torch.cat([pooled, *still], dim=-1))
+        if self.scene_head is None:
+            return logits
+        scene_logits = self.scene_head(torch.cat([pooled.detach(), scene], dim=-1))
+        if both_heads:
+            return logits, scene_logits
+        return torch.where(self.reads_scene, scene_logits, logits)
 
 
 def _differences(x: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,10 @@ def test_the_default_model_learns_an_order_only_task_on_held_out_clips_with_thei
     report = held_out_report(*caches, "default")
     assert report["videos"] == 24
     assert report["video_accuracy"] >= 0.9, report
+    import torch
+
+    best = torch.load(caches[0] / "default" / "best.pt", weights_only=True)
+    assert not best["model"]["reads_scene"]  # the order head predicts: nothing to see in the scene here
 
 
 def test_a_run_from_before_the_model_options_loads_and_resumes_with_its_own_model(caches, tmp_path):
@@ -66,7 +70,7 @@ def test_a_run_from_before_the_model_options_loads_and_resumes_with_its_own_mode
     root, train, _ = caches
     run = tmp_path / "old"
     fit(TrainSettings(cache=str(train), out=str(run), device="cpu", epochs=1, hidden=16, dropout=0.2, jitter=False,
-                      **LEGACY_ARGS), progress=False)
+                      scene_head=False, **LEGACY_ARGS), progress=False)
     for name in ("best.pt", "last.pt"):  # rewrite as the old code wrote them
         checkpoint = torch.load(run / name, weights_only=True)
         checkpoint["model_args"] = {k: checkpoint["model_args"][k] for k in ("feature_dim", "num_classes", "hidden", "dropout")}
@@ -87,7 +91,8 @@ def test_a_run_from_before_the_model_options_loads_and_resumes_with_its_own_mode
 
 def test_a_run_from_before_centered_weight_loads_and_resumes_with_the_centred_half_unweighted(caches, tmp_path):
     """Runs written before centered_weight existed read the centred features at full weight: they
-    load with centered_weight 1.0 (their own model, the same predictions) and --resume accepts them."""
+    load with centered_weight 1.0 (their own model, the same predictions) and --resume accepts them.
+    They had no scene head either (nor the runs after them until it came): they load without one."""
     import torch
 
     from pipeline.cache import open_cache
@@ -95,20 +100,21 @@ def test_a_run_from_before_centered_weight_loads_and_resumes_with_the_centred_ha
 
     root, train, _ = caches
     run = tmp_path / "before"
-    fit(TrainSettings(cache=str(train), out=str(run), device="cpu", epochs=1, hidden=16, centered_weight=1.0),
-        progress=False)
+    fit(TrainSettings(cache=str(train), out=str(run), device="cpu", epochs=1, hidden=16, centered_weight=1.0,
+                      scene_head=False), progress=False)
     cache = open_cache(train)
     features = cache.features(cache.video_ids[0])
     before = window_logits(*load_run(run), features)[1]
     for name in ("best.pt", "last.pt"):  # rewrite as the code before centered_weight wrote them
         checkpoint = torch.load(run / name, weights_only=True)
-        del checkpoint["model_args"]["centered_weight"], checkpoint["settings"]["centered_weight"]
+        for key in ("centered_weight", "scene_head"):
+            del checkpoint["model_args"][key], checkpoint["settings"][key]
         save_checkpoint(run / name, checkpoint)
     model, checkpoint = load_run(run)
-    assert model.centered_weight == 1.0 and model.inputs == "deltas+centered"
+    assert model.centered_weight == 1.0 and model.inputs == "deltas+centered" and model.scene_head is None
     assert torch.equal(window_logits(model, checkpoint, features)[1], before)
     model.centered_weight = 0.3  # the same weights read with the new default's weight: other logits
     assert not torch.allclose(window_logits(model, checkpoint, features)[1], before)
     settings = resume_settings(run, {"epochs": 2, "device": "cpu"})
-    assert settings.centered_weight == 1.0
+    assert settings.centered_weight == 1.0 and settings.scene_head is False
     assert [m["epoch"] for m in fit(settings, resume=True, progress=False).history] == [1, 2]

@@ -245,13 +245,13 @@ def test_training_and_evaluation_run_where_the_decoders_and_torchvision_cannot_b
     assert set(json.loads(done.stdout.splitlines()[-1])) >= {"window_accuracy", "video_accuracy", "per_class"}
 
 
-def test_inputs_features_and_the_window_mean_learn_what_stays_put_which_the_default_cannot_see(tmp_path):
-    """A class told by each clip's constant features (a static scene): the default model reads the
-    frame-to-frame differences and the window-centred features, here only noise unrelated to the label,
-    and stays at chance, as do the differences alone (0.5 at the last epoch for 5 data seeds);
-    `--inputs features` learns it (1.0 for each), and so does deltas+centered+mean, whose head reads
-    the window's mean features beside the LSTM, more slowly (its mean path is scaled by 0.3): at 15
-    epochs one data seed of 6 stayed at 0.5, at 40 all six reached 1.0."""
+def test_the_scene_head_learns_what_stays_put_which_the_order_head_cannot_see(tmp_path):
+    """A class told by each clip's constant features (a static scene): the LSTM reads the frame-to-frame
+    differences and the window-centred features, here only noise unrelated to the label, so the order
+    head stays at chance, as do the differences alone (0.5 at the last epoch for 5 data seeds); the
+    default's scene head (the window's mean features beside the LSTM's state) learns it and validation
+    picks it; so do `--inputs features` (1.0 for each) and deltas+centered+mean. The mean paths are scaled
+    by 0.3 and learn more slowly: at 15 epochs one data seed of 6 stayed at 0.5, at 40 all six reached 1.0."""
     rng = np.random.default_rng(0)
     direction = rng.normal(size=8)
     videos = {}
@@ -260,16 +260,35 @@ def test_inputs_features_and_the_window_mean_learn_what_stays_put_which_the_defa
         still = rng.normal(size=8) + (2 if label else -2) * direction  # one frame's features, for 60 frames
         videos[f"v{i:02d}"] = ("b" if label else "a", np.tile(still, (60, 1)) + rng.normal(0, 0.01, (60, 8)))
     cache = write_cache(tmp_path / "cache", videos)
-    accuracy = {}
-    for inputs in ("deltas+centered", "deltas", "features", "deltas+centered+mean"):
-        run = tmp_path / inputs
-        epochs = "40" if inputs == "deltas+centered+mean" else "15"
-        assert main(["train", str(cache), "--out", str(run), "--inputs", inputs, "--epochs", epochs, "--hidden", "16", "--batch-size", "8",
-                     "--device", "cpu", "--val-fraction", "0.34"]) == 0
-        assert torch.load(run / "best.pt", weights_only=True)["model_args"]["inputs"] == inputs
-        accuracy[inputs] = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["val_video_acc"]
-    assert accuracy["features"] >= 0.9 and accuracy["deltas+centered+mean"] >= 0.9, accuracy
-    assert accuracy["deltas"] <= 0.7 and accuracy["deltas+centered"] <= 0.7, accuracy
+    accuracy, heads = {}, {}
+    for name, options in [("order head only", ["--no-scene-head"]), ("deltas", ["--inputs", "deltas", "--no-scene-head"]),
+                          ("features", ["--inputs", "features", "--no-scene-head"]),
+                          ("+mean", ["--inputs", "deltas+centered+mean", "--no-scene-head", "--epochs", "40"]),
+                          ("default", ["--epochs", "40"])]:
+        run = tmp_path / name.replace(" ", "_")
+        assert main(["train", str(cache), "--out", str(run), "--epochs", "15", *options, "--hidden", "16",
+                     "--batch-size", "8", "--device", "cpu", "--val-fraction", "0.34"]) == 0
+        best = torch.load(run / "best.pt", weights_only=True)
+        assert best["model_args"]["scene_head"] == (name == "default")
+        heads[name] = bool(best["model"]["reads_scene"]) if name == "default" else None
+        accuracy[name] = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["val_video_acc"]
+    assert accuracy["features"] >= 0.9 and accuracy["+mean"] >= 0.9 and accuracy["default"] >= 0.9, accuracy
+    assert accuracy["deltas"] <= 0.7 and accuracy["order head only"] <= 0.7, accuracy
+    assert heads["default"], "validation should have picked the scene head"
+
+
+def test_the_scene_head_leaves_the_lstm_and_the_order_head_as_they_train_without_it(tmp_path):
+    """The scene head reads the LSTM's state detached, and its gradients are clipped apart: adding it
+    changes nothing the order head computes (the same weights after training, to float noise)."""
+    cache = small_cache(tmp_path / "cache")
+    weights = {}
+    for scene_head in (False, True):
+        run = tmp_path / f"scene_{scene_head}"
+        fit(TrainSettings(cache=str(cache), out=str(run), device="cpu", epochs=3, scene_head=scene_head), progress=False)
+        weights[scene_head] = torch.load(run / "last.pt", weights_only=True)["model"]
+    assert "scene_head.weight" in weights[True] and "scene_head.weight" not in weights[False]
+    for name, value in weights[False].items():
+        assert torch.allclose(value, weights[True][name], rtol=0, atol=1e-6), name
 
 
 @pytest.mark.parametrize("weight", [-0.1, float("nan"), float("inf")])
