@@ -188,7 +188,7 @@ def speed(configs: list[str], seconds: float, rounds: int = 3, dim: int = 1000, 
     if threads:
         torch.set_num_threads(threads)
     from pipeline.model import WindowLSTM
-    from pipeline.train import model_args
+    from pipeline.train import clip_groups, model_args, training_step
 
     rates = {c: [] for c in configs}
     x, y = torch.randn(64, 30, dim), torch.randint(0, 2, (64,))
@@ -198,14 +198,10 @@ def speed(configs: list[str], seconds: float, rounds: int = 3, dim: int = 1000, 
             torch.manual_seed(0)
             model = WindowLSTM(**model_args(s, dim, 2)).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=s.weight_decay)
+            groups = clip_groups(model)
             n, t0 = 0, None
             while t0 is None or time.perf_counter() - t0 < seconds:
-                out = model(x, both_heads=True) if model.scene_head is not None else (model(x),)
-                loss = sum(nn.functional.cross_entropy(logits, y) for logits in out)  # both heads train
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
+                training_step(model, nn.functional.cross_entropy, opt, x, y, 1.0, groups)  # train_one_epoch's step
                 if t0 is None:
                     t0 = time.perf_counter()  # the first step warms up
                 else:

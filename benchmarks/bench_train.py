@@ -45,7 +45,8 @@ from machine import machine  # noqa: E402
 from pipeline.cache import CacheWriter, open_cache
 from pipeline.cli import default_threads
 from pipeline.model import WindowLSTM
-from pipeline.train import TrainSettings, make_batches, model_args, resolve_device, train_one_epoch
+from pipeline.train import (TrainSettings, clip_groups, make_batches, model_args, resolve_device, train_one_epoch,
+                            training_step)
 from pipeline.windows import cache_windows, default_workers, split_by_video
 
 
@@ -80,6 +81,7 @@ class Ceiling:
     def __init__(self, s: TrainSettings, dim: int, classes: int, device: torch.device):
         self.s, self.device = s, device
         self.model, self.optimizer = new_model(s, dim, classes, device)
+        self.groups = clip_groups(self.model)
         self.criterion = nn.CrossEntropyLoss()
         g = torch.Generator().manual_seed(0)
         self.batches = [(torch.randn(s.batch_size, s.window, dim, generator=g).to(device),
@@ -91,11 +93,7 @@ class Ceiling:
         done, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             x, y = self.batches[done % len(self.batches)]
-            loss = self.criterion(self.model(x), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.s.grad_clip)
-            self.optimizer.step()
+            training_step(self.model, self.criterion, self.optimizer, x, y, self.s.grad_clip, self.groups)
             done += 1
         sync(self.device)
         return done * self.s.batch_size / (time.perf_counter() - start)
@@ -162,11 +160,7 @@ def end_to_end(s: TrainSettings, dim: int, classes: int, device: torch.device, s
         with torch.no_grad():  # TimeDistributed(AlexNet), 512 frames at a time: bounded memory, same speed
             features = torch.cat([cnn(normalise(chunk)) for chunk in frames.split(512)]).view(batch_size, s.window, -1)
         y = torch.randint(classes, (batch_size,), device=device)
-        loss = criterion(model(features), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-        optimizer.step()
+        training_step(model, criterion, optimizer, features, y, s.grad_clip)  # what train_one_epoch does
 
     model.train()
     step(2)  # warm-up: allocator, one-off initialisation

@@ -558,7 +558,8 @@ def cmd_train(args) -> int:
     if best.get("val_video_acc") is not None:
         print(f"{result.out}: best epoch {best['epoch']}: validation video accuracy {best['val_video_acc']:.3f}, "
               f"window accuracy {best['val_window_acc']:.3f} (best.pt"
-              + ("; the scene head predicts: the classes differ in what stays put" if best.get("head") == "scene" else "")
+              + ("; the scene head predicts: on the validation videos, what stays put told the classes apart "
+                 "better than the order did" if best.get("head") == "scene" else "")
               + ")")
     else:
         print(f"{result.out}: trained {best['epoch']} epochs without validation videos (best.pt = last.pt)")

@@ -237,6 +237,36 @@ def make_batches(cache: FeatureCache, windows: list[Windows], mode: str, batch_s
 
 # --- training -----------------------------------------------------------------------------------
 
+def clip_groups(model) -> list[list[nn.Parameter]]:
+    """The parameters whose gradient norm is clipped together: all of them, or, with a scene head, its
+    own apart from the rest, so that its gradients never scale the LSTM's steps (which then train
+    exactly as without it). `model` may be wrapped in DistributedDataParallel."""
+    scene_head = getattr(model, "module", model).scene_head
+    if scene_head is None:
+        return [list(model.parameters())]
+    own = {id(p) for p in scene_head.parameters()}
+    return [[p for p in model.parameters() if id(p) not in own], list(scene_head.parameters())]
+
+
+def training_step(model, criterion, optimizer, x, y, grad_clip: float | None, groups=None):
+    """One optimiser step on a batch; returns the order head's logits and loss (what training reports:
+    with a scene head, the step minimises the sum of both heads' losses). `groups`: clip_groups(model)."""
+    if getattr(model, "module", model).scene_head is not None:
+        logits, scene_logits = model(x, both_heads=True)
+        loss = criterion(logits, y)
+        total = loss + criterion(scene_logits, y)
+    else:
+        logits = model(x)
+        loss = total = criterion(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if grad_clip:
+        for group in groups or clip_groups(model):
+            nn.utils.clip_grad_norm_(group, grad_clip)
+    optimizer.step()
+    return logits, loss
+
+
 def train_one_epoch(model, criterion, optimizer, loader, device, grad_clip: float | None = None,
                     progress: bool = False, desc: str = "train") -> dict:
     model.train()
@@ -244,24 +274,10 @@ def train_one_epoch(model, criterion, optimizer, loader, device, grad_clip: floa
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen, t0 = 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
-    scene_head = getattr(model, "module", model).scene_head  # (model may be DistributedDataParallel's)
-    # Clipped apart: the scene head's gradients must not scale the LSTM's steps (it trains as without one)
-    groups = ([[p for p in model.parameters() if all(p is not q for q in scene_head.parameters())],
-               list(scene_head.parameters())] if scene_head is not None else [list(model.parameters())])
+    groups = clip_groups(model)
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if scene_head is not None:
-            logits, scene_logits = model(x, both_heads=True)
-            loss = criterion(logits, y) + criterion(scene_logits, y)
-        else:
-            logits = model(x)
-            loss = criterion(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            for group in groups:
-                nn.utils.clip_grad_norm_(group, grad_clip)
-        optimizer.step()
+        logits, loss = training_step(model, criterion, optimizer, x, y, grad_clip, groups)
         total_loss += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
