@@ -1,6 +1,7 @@
 """The default model on order-only tasks it was never tuned on, at the sizes, frame rates and
 lengths users have: a check of the claim that it learns order on new scenes, as a new user would
 make it (issue 11). The suite the model was chosen on (temporal_tasks.py) is all 112x112, 3 s, 30 fps.
+One variant (`tint`) has its class in what stays put instead: a check of the scene head.
 
     python benchmarks/unseen_tasks.py [--root /work/unseen] [--variants ...] [--seeds 0 1 2] [--config NAME]
 
@@ -42,11 +43,14 @@ VARIANTS = {
     "pulse": (240, 180, 15, 4.0, ("grows", "shrinks", "pulses"),
               "three classes at 15 fps (each frame shown twice at 30): an object growing, shrinking, or growing "
               "then shrinking (0.8-1.2 s)"),
+    # the class in what stays put, order irrelevant (the scene head's check; not in the order-only mean)
+    "tint": (320, 180, 25, 3.0, ("warm", "cool"),
+             "appearance: a warm or a cool scene (the backdrop tinted), an object moving either way in both"),
 }
 PER_CLASS = {"train": tt.TRAIN_PER_CLASS, "heldout": tt.HELDOUT_PER_CLASS}
 # Each variant's seed number, fixed: a variant added later changes no other's clips
 SEED_NUMBERS = {"updown": 100, "orbit": 101, "fill": 102, "widemotion": 103, "growsmall": 104, "bounce": 105,
-                "compass": 106, "pulse": 107}
+                "compass": 106, "pulse": 107, "tint": 108}
 
 
 def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], int]:
@@ -90,6 +94,12 @@ def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], 
     elif variant == "pulse":
         cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
         period, phase = rng.uniform(0.8, 1.2), rng.uniform(0, 1)
+    elif variant == "tint":  # the backdrop's colours pulled towards orange or towards blue, at random strength
+        strength = rng.uniform(0.25, 0.45)
+        towards = np.array([230, 140, 40] if label_index == 0 else [40, 120, 230], np.float32)
+        back = (1 - strength) * back + strength * towards
+        cy, x0, speed = rng.uniform(size, h - size), rng.uniform(0, w), rng.uniform(35, 65) * scale
+        sign = 1 if rng.uniform() < 0.5 else -1  # which way the object goes: not the class
     frames = []
     for t in range(int(round(fps * seconds))):
         s = t / fps
@@ -104,7 +114,7 @@ def clip_frames(variant: str, label_index: int, rng) -> tuple[list[np.ndarray], 
             level = u if label_index == 0 else 1 - u
             liquid = (inside & (y >= by + bh / 2 - level * bh)).astype(np.float32)
             frame = tt._paint(tt._paint(back, outline, 255 - colour), liquid, colour)
-        elif variant == "widemotion":
+        elif variant in ("widemotion", "tint"):
             frame = tt._paint(back, mask((x0 - sign * speed * s) % (w + size) - size / 2, cy, size), colour)
         elif variant == "growsmall":
             for x, y0, name, c, period_frames, ph in objects:
