@@ -282,9 +282,9 @@ def _add_train_parsers(command) -> None:
                    help="what the LSTM reads: the features' frame-to-frame differences, which cancel what stays "
                         "put (the scene) and generalise across scenes, beside the features less their window "
                         "mean at 0.3 weight (default deltas+centered); that, with the classifier also reading the "
-                        "window's mean features at 0.3 weight, where what stays put can be the class too "
-                        "(deltas+centered+mean); the differences alone (deltas); the features themselves (features); "
-                        "or features and differences (both)")
+                        "window's mean features at 0.3 weight (deltas+centered+mean; the default's scene head sees "
+                        "what stays put without costing order tasks, see --scene-head); the differences alone "
+                        "(deltas); the features themselves (features); or features and differences (both)")
     p.add_argument("--scene-head", action=argparse.BooleanOptionalAction, default=None,
                    help="also train a second classifier that reads the window's mean features (what stays put, "
                         "such as the scene), which predicts only where validation finds it clearly better (by "
