@@ -295,11 +295,17 @@ def train_one_epoch(model, criterion, optimizer, loader, device, grad_clip: floa
 
 
 @torch.inference_mode()
-def window_predictions(model, loader, device) -> torch.Tensor:
-    """(N, C) float32 logits on the CPU of every window of `loader`, in its order (not shuffled)."""
+def window_predictions(model, loader, device, both_heads: bool = False):
+    """(N, C) float32 logits on the CPU of every window of `loader`, in its order (not shuffled); with
+    both_heads (a model with a scene head), the pair (order head's, scene head's) from the one pass."""
     model.eval()
-    out = [model(x.to(device, non_blocking=True)).float().cpu() for x, _ in loader]
-    return torch.cat(out) if out else torch.zeros(0, model.head[-1].out_features)
+    heads = [[], []] if both_heads else [[]]
+    for x, _ in loader:
+        x = x.to(device, non_blocking=True)
+        for part, logits in zip(heads, model(x, both_heads=True) if both_heads else (model(x),)):
+            part.append(logits.float().cpu())
+    out = [torch.cat(part) if part else torch.zeros(0, model.head[-1].out_features) for part in heads]
+    return tuple(out) if both_heads else out[0]
 
 
 def window_and_video_metrics(logits: torch.Tensor, windows: Windows, num_classes: int) -> dict:
@@ -320,9 +326,10 @@ def window_and_video_metrics(logits: torch.Tensor, windows: Windows, num_classes
             "videos": int(has.sum()), "windows": len(targets)}
 
 
-def evaluate(model, criterion, loader, windows: Windows, num_classes: int, device) -> dict:
-    """Validation loss, window and video accuracy, and confusion matrix of one epoch."""
-    logits = window_predictions(model, loader, device)
+def evaluate(model, criterion, loader, windows: Windows, num_classes: int, device, logits=None) -> dict:
+    """Validation loss, window and video accuracy, and confusion matrix of one epoch (of `logits`, the
+    windows' predictions, if given)."""
+    logits = window_predictions(model, loader, device) if logits is None else logits
     m = window_and_video_metrics(logits, windows, num_classes)
     loss = criterion(logits, torch.as_tensor(windows.targets)).item()
     return {"val_loss": loss, "val_window_acc": m["window_accuracy"], "val_video_acc": m["video_accuracy"],
@@ -343,10 +350,9 @@ def validate(model, criterion, loader, windows: Windows, num_classes: int, devic
     chosen head's accuracy, less the margin for the scene head."""
     if model.scene_head is None:
         return evaluate(model, criterion, loader, windows, num_classes, device)
-    scores = {}
-    for reads_scene in (False, True):
-        model.reads_scene.fill_(reads_scene)
-        scores[reads_scene] = evaluate(model, criterion, loader, windows, num_classes, device)
+    order, scene = window_predictions(model, loader, device, both_heads=True)
+    scores = {reads_scene: evaluate(model, criterion, loader, windows, num_classes, device, logits)
+              for reads_scene, logits in ((False, order), (True, scene))}
     use_scene = scores[True]["val_window_acc"] - SCENE_MARGIN > scores[False]["val_window_acc"]
     model.reads_scene.fill_(use_scene)
     rank = scores[use_scene]["val_window_acc"] - (SCENE_MARGIN if use_scene else 0.0)
