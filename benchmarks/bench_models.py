@@ -104,6 +104,13 @@ def settings_for(config: str, cache: str, seed: int, epochs: int):
                          **{**BASE, **model, **overrides})
 
 
+def _train_rank(metrics: dict) -> tuple:
+    """train._rank itself, not a copy of it (imported when used, as everything from pipeline here)."""
+    from pipeline.train import _rank
+
+    return _rank(metrics)
+
+
 # --- best-checkpoint rules: each maps an epoch's validation metrics to a key, the highest wins (ties: earliest)
 RULES = {
     "video acc, window acc, loss (old)": lambda m: (m["val_video_acc"], m["val_window_acc"], -m["val_loss"]),
@@ -112,7 +119,7 @@ RULES = {
     "last epoch": lambda m: (m["epoch"],),
     "video acc, window acc, later epoch": lambda m: (m["val_video_acc"], m["val_window_acc"], m["epoch"]),
     "video acc, later epoch": lambda m: (m["val_video_acc"], m["epoch"]),
-    "window acc, later epoch": lambda m: (m.get("rank_window_acc", m["val_window_acc"]), m["epoch"]),  # train._rank
+    "window acc, later epoch": _train_rank,  # what best.pt keeps
 }
 
 
