@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import temporal_tasks as tt  # noqa: E402
+from bench_models import CONFIGS, settings_for  # noqa: E402
 
 # name: (width, height, source fps, seconds, classes, what it shows)
 VARIANTS = {
@@ -165,16 +166,13 @@ def main(argv=None) -> int:
     p.add_argument("--root", default="/work/unseen", help="where the videos, caches and runs go")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
-    p.add_argument("--config", help="a config of bench_models.py instead of the default TrainSettings "
-                                    "(e.g. today: the model before issue 11)")
+    p.add_argument("--config", choices=list(CONFIGS), metavar="NAME",
+                   help="a config of bench_models.py instead of the default TrainSettings "
+                        "(e.g. today: the model before issue 11)")
     a = p.parse_args(argv)
     from dataclasses import replace
 
-    from bench_models import CONFIGS, settings_for
     from pipeline.train import TrainSettings, evaluate_run, fit
-
-    if a.config and a.config not in CONFIGS:
-        p.error(f"--config: one of {', '.join(CONFIGS)}")
 
     root, rows = Path(a.root), []
     for variant in a.variants:
