@@ -60,14 +60,10 @@ def test_predict_reports_a_bad_video_and_still_labels_the_good_one(trained_run, 
     assert results[1]["label"] in ("left", "right")
 
 
-def test_predict_refuses_weights_other_than_the_training_caches(trained_run, tmp_path, capsys):
-    from torchvision.models import alexnet
-
-    other = tmp_path / "other.pth"
-    torch.save(alexnet(weights=None).state_dict(), other)
+def test_predict_refuses_weights_other_than_the_training_caches(trained_run, tmp_path, capsys, weights_file):
     video = write_video(tmp_path / "v.mp4", moving_square(+1))
     capsys.readouterr()
-    code = main(["predict", str(trained_run / "run"), str(video), "--weights", str(other)])
+    code = main(["predict", str(trained_run / "run"), str(video), "--weights", str(weights_file)])
     err = capsys.readouterr().err
     assert code == EXIT_ERROR and "weights.name: 'random' (cache) != 'file' (now)" in err
 
