@@ -15,7 +15,8 @@ saying so, and measured slower on the others (BENCHMARKS.md, bench_decode.py), h
   and video that is not 8-bit YUV of even width and height (decord's RGB of
   10-bit H.264 is up to 60 levels off FFmpeg's, of a 175x143 frame 26); interlaced video (decord
   converts both fields' chroma as one picture: up to 166 levels off at moving colour edges, where
-  FFmpeg converts each field on its own); video longer than 200 s
+  FFmpeg converts each field on its own); a stream cut where FFmpeg cannot decode its first
+  packets (decord then gives every frame the time of one shown earlier); video longer than 200 s
   (decord's float32 timestamps cannot place 29.97 fps frames to 33 us past that); and any file
   whose decord timestamps are missing (its marker is about -1e14 s; AVI files with B-frames get it
   for every frame), not finite, out of order, or past the file's own duration, or whose frames
@@ -67,9 +68,32 @@ def _fit_for_decord(path) -> bool:
             if not (codec.format is not None and codec.format.name in YUV_FORMATS and codec.width % 2 == 0
                     and codec.height % 2 == 0 and seconds <= MAX_DECORD_SECONDS and codec.field_order <= PROGRESSIVE):
                 return False
-            return codec.field_order == PROGRESSIVE or not next(container.decode(stream)).interlaced_frame
-    except (av.error.FFmpegError, AttributeError, StopIteration):  # (no video stream; no frame)
+            first, earliest = _first_frame_and_earliest_pts(container, stream)
+            if first is None or first.pts is None or earliest < first.pts:
+                return False
+            return codec.field_order == PROGRESSIVE or not first.interlaced_frame
+    except (av.error.FFmpegError, AttributeError):  # (no video stream)
         return False  # PyAV will say what is wrong with it
+
+
+def _first_frame_and_earliest_pts(container, stream):
+    """The first frame FFmpeg outputs, and the earliest time (pts) any packet before it is to be shown.
+
+    They differ where the stream was cut at a frame that is not a keyframe, or at an open GOP's
+    keyframe, whose leading B-frames need the GOP before (as `ffmpeg -ss ... -c copy` cuts): FFmpeg
+    drops the frames it cannot decode, but decord's index numbers every packet, so it gives each
+    frame the timestamp of one shown earlier and pads the end with copies of the last (seen with
+    decord2 3.4: 55 frames for FFmpeg's 48, each 0.5 s early). A packet shown before the first frame
+    has dts <= pts < that frame's pts, so demuxing stops at the first packet decoded past it."""
+    first, earliest = None, None
+    for packet in container.demux(stream):
+        if first is not None and packet.dts is not None and packet.dts >= first.pts:
+            break
+        if packet.pts is not None:
+            earliest = packet.pts if earliest is None else min(earliest, packet.pts)
+        if first is None:
+            first = next(iter(packet.decode()), None)  # (the flush packet at the end gives the rest)
+    return first, earliest if earliest is not None else -float("inf")
 
 
 class DecordReader:

@@ -163,3 +163,36 @@ def write_clip(folder: Path, f: Format) -> Path:
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+OPEN_GOP = {"preset": "ultrafast", "x264-params": "bframes=2:b-adapt=0:open-gop=1:keyint=12:min-keyint=12:scenecut=0"}
+# Streams cut by copying packets from a later point, as `ffmpeg -ss T -i IN -c copy OUT` does: (name,
+# the source clip, where the copy starts). FFmpeg cannot decode their first packets and drops them.
+CUTS = [
+    ("cut_mid_gop.mp4", Format("source.mp4", "libx264", "yuv420p", options=X264_B, frames=60), "packet 5"),
+    ("cut_mid_gop.mkv", Format("source.mp4", "libx264", "yuv420p", options=X264_B, frames=60), "packet 5"),
+    ("cut_mid_gop.ts", Format("source.ts", "libx264", "yuv420p", options=X264_B, frames=60), "packet 5"),
+    # an open GOP's keyframe: its leading B-frames need the GOP before
+    ("cut_open_gop.mp4", Format("source.mp4", "libx264", "yuv420p", options=OPEN_GOP, frames=60), "keyframe 2"),
+    ("cut_open_gop.mkv", Format("source.mkv", "libx264", "yuv420p", options=OPEN_GOP, frames=60), "keyframe 2"),
+]
+
+
+def write_cut(folder: Path, name: str, source: Format, start: str) -> Path:
+    """A clip of CUTS: `source` written, then its video packets copied from `start` ("packet N": the
+    N-th in decode order, counting from 0; "keyframe N": the N-th keyframe, counting from 1) on."""
+    what, number = start.split()
+    (Path(folder) / "sources").mkdir(exist_ok=True)
+    source_path = write_clip(Path(folder) / "sources", source)
+    path = Path(folder) / name
+    with av.open(str(source_path)) as original, av.open(str(path), "w") as copy:
+        stream = original.streams.video[0]
+        target = copy.add_stream_from_template(stream)
+        keyframes, copying = 0, False
+        for n, packet in enumerate(p for p in original.demux(stream) if p.size):
+            keyframes += packet.is_keyframe
+            copying = copying or (n >= int(number) if what == "packet" else keyframes >= int(number))
+            if copying:
+                packet.stream = target
+                copy.mux(packet)
+    return path

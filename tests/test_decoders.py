@@ -3,7 +3,7 @@ wherever decord is known or seen to be wrong."""
 
 import numpy as np
 import pytest
-from formats import FORMATS, write_clip
+from formats import CUTS, FORMATS, write_clip, write_cut
 from videos import frame_number, rotate_90_on_display, write_video
 
 from pipeline.decord_video import FOR_DECORD, DecordReader, _check_timestamps, open_video
@@ -54,6 +54,14 @@ def test_decord_gives_the_frames_pyav_gives_where_the_rule_picks_it(tmp_path, na
 def test_other_containers_go_to_pyav_even_when_decord_is_asked_for(tmp_path, name):
     """MPEG transport and program streams, ASF/WMV (decord gave other pixels for WMV2), FLV, 3GP, MXF..."""
     path = write_clip(tmp_path, next(f for f in FORMATS if f.name == name))
+    assert isinstance(open_video(path, 30.0, "rgb", "decord"), VideoReader)
+
+
+@pytest.mark.parametrize("name, source, start", [cut for cut in CUTS if cut[0].endswith(tuple(FOR_DECORD))],
+                         ids=[cut[0] for cut in CUTS if cut[0].endswith(tuple(FOR_DECORD))])
+def test_a_stream_cut_where_ffmpeg_cannot_decode_its_first_packets_goes_to_pyav(tmp_path, name, source, start):
+    """decord numbers the packets FFmpeg drops: each frame would come with an earlier frame's time."""
+    path = write_cut(tmp_path, name, source, start)
     assert isinstance(open_video(path, 30.0, "rgb", "decord"), VideoReader)
 
 

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from formats import ANIMATIONS, FORMATS, X264_B, Format, write_clip
+from formats import ANIMATIONS, CUTS, FORMATS, X264_B, Format, write_clip, write_cut
 
 import pipeline
 from pipeline.cli import main
@@ -82,6 +82,21 @@ def test_animated_gif_and_apng_give_their_frames_at_each_k_over_30(tmp_path, f):
         assert index == shown
         expected = (transformed(rgb[shown]) * STD + MEAN) * 255
         assert (crops.permute(0, 3, 1, 2).float() - expected).abs().max() <= 1.5
+
+
+@pytest.mark.parametrize("name, source, start", CUTS, ids=[cut[0] for cut in CUTS])
+def test_a_stream_cut_where_ffmpeg_cannot_decode_its_first_packets_gives_the_frames_it_decodes(
+        tmp_path, name, source, start):
+    path = write_cut(tmp_path, name, source, start)
+    with av.open(str(path)) as container:
+        packets = sum(1 for p in container.demux(video=0) if p.size)
+    rgb, shown = reference(path)
+    assert len(rgb) < packets  # (the clip is what it is meant to be: FFmpeg drops its first frames)
+    for handover in ("rgb", "yuv"):
+        index, crops = decode(path, handover)
+        assert index == shown
+        expected = (transformed(rgb[shown]) * STD + MEAN) * 255
+        assert (crops.permute(0, 3, 1, 2).float() - expected).abs().max() <= (1.5 if handover == "rgb" else 4.5)
 
 
 @pytest.fixture(scope="module")
