@@ -25,7 +25,10 @@ saying so, and measured slower on the others (BENCHMARKS.md, bench_decode.py), h
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +106,15 @@ class DecordReader:
         import decord
 
         self.path, self.fps = Path(path), fps
+        decord.logging.set_level(decord.logging.ERROR)  # (its FFmpeg's errors are read: DecoderLog)
+        self.log = DecoderLog()
+        try:
+            self._open(decord)
+        except BaseException:
+            self.close()  # (stderr back as it was)
+            raise
+
+    def _open(self, decord) -> None:
         try:
             self.reader = decord.VideoReader(str(self.path), num_threads=1)
             count = len(self.reader)
@@ -111,16 +123,22 @@ class DecordReader:
             shape = self.reader.get_batch([0]).asnumpy().shape if count else (1, 1, 1, 3)
         except Exception as e:  # decord raises plain RuntimeErrors for any file it cannot read
             raise VideoError(f"decord cannot read it: {_decord_words(e)}") from None
+        reports = self.log.read()
+        if reports:
+            raise VideoError(f"decord's decoder reports damaged data: {reports[0]}")
         if shape[-1] != 3:  # decord2 3.4 gives 4 channels for some frame widths (144, say)
             raise VideoError(f"decord gives frames of shape {shape[1:]}, not RGB")
         self.frame_bytes = int(np.prod(shape[1:]))
         _check_timestamps(np.asarray(starts), count, average_fps)
-        self.resampling = resample(starts, fps, 1.0 / average_fps if average_fps > 0 else 1.0 / fps,
+        self.resampling = resample(starts, self.fps, 1.0 / average_fps if average_fps > 0 else 1.0 / self.fps,
                                    float32_time_tolerance)
         self.duration, self.source_fps = self.resampling.duration, self.resampling.source_fps
 
     def close(self) -> None:
-        self.reader = None
+        self.reader = None  # (decord's decoding thread stops: nothing more is logged)
+        if self.log:
+            self.log.close()
+        self.log = None
 
     def __enter__(self):
         return self
@@ -132,23 +150,96 @@ class DecordReader:
         """Chunks of full-size RGB frames (decord turns them upright itself), in order."""
         r = self.resampling
         step = max(1, min(max_frames, MAX_CHUNK_BYTES // self.frame_bytes))
-        for start in range(0, len(r.times), step):
-            index = r.source_index[start:start + step]
-            unique, repeats = np.unique(index, return_counts=True)
-            try:
-                rgb = self.reader.get_batch(unique.tolist()).asnumpy()
-            except Exception as e:
-                raise VideoError(f"decord cannot decode frames {unique[0]}-{unique[-1]}: {_decord_words(e)}") from None
-            yield Chunk(times=r.times[start:start + step], source_index=index,
-                        frames=Frames(kind="rgb", planes=(rgb,), repeats=repeats.astype(np.int64)),
-                        last=start + step >= len(r.times))
+        try:
+            for start in range(0, len(r.times), step):
+                index = r.source_index[start:start + step]
+                unique, repeats = np.unique(index, return_counts=True)
+                last = start + step >= len(r.times)
+                try:
+                    rgb = self.reader.get_batch(unique.tolist()).asnumpy()
+                except Exception as e:
+                    raise VideoError(f"decord cannot decode frames {unique[0]}-{unique[-1]}: {_decord_words(e)}") from None
+                if last:
+                    self.reader = None  # decord decodes ahead in a thread of its own: let it finish first
+                reports = self.log.read()
+                if reports:  # FFmpeg concealed the damage and decord went on: the frames are not the file's
+                    raise VideoError(f"damaged data (by frame {unique[-1]}): decord's decoder reports '{reports[0]}'")
+                yield Chunk(times=r.times[start:start + step], source_index=index,
+                            frames=Frames(kind="rgb", planes=(rgb,), repeats=repeats.astype(np.int64)), last=last)
+        finally:
+            self.close()
 
 
 def _decord_words(error: BaseException) -> str:
-    """decord's message without its "[time] /source/file.cc:123: " prefix, C++ stack trace or advice."""
+    """decord's message without its "[time] /source/file.cc:123: " prefixes, C++ stack trace or advice;
+    a failed check on an FFmpeg call ("Check failed: avcodec_send_packet(...) >= 0 (-1094995529 vs. 0)
+    Thread worker: Error sending packet.") as what it says and FFmpeg's words for the code."""
     text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    text = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", text)
+    text = re.sub(r"^(\[[\d:]+\] \S+:\d+: )+", "", text)
+    check = re.match(r"Check failed: (\w+)\(.*?\) >= 0 \((-\d+) vs\. 0\)\s*(?:Thread worker: )?(.*?)\.?$", text)
+    if check:
+        text = f"{check.group(3) or check.group(1) + ' failed'}: {_ffmpeg_words(int(check.group(2)))}"
     return re.sub(r"^Check failed: ", "", text).split(" Try to ")[0][:200]
+
+
+def _ffmpeg_words(code: int) -> str:
+    import av
+
+    try:
+        av.error.err_check(code)
+    except av.error.FFmpegError as e:
+        return e.strerror
+    return f"error {code}"
+
+
+# A line decord's FFmpeg logs ("[h264 @ 0x55ff2d11f040] error while decoding MB 9 7") or decord itself
+# ("[13:01:15] /project/src/video/ffmpeg/threaded_decoder.cc:218: ...")
+DECODER_LINE = re.compile(r"^\[(\w+) @ 0x[0-9a-f]+\] (.*)$|^\[[\d:]+\] \S+\.(?:cc|h):\d+: (.*)$")
+
+
+class DecoderLog:
+    """What decord's decoder reports on stderr while a DecordReader is open, as "h264: error while
+    decoding MB 9 7". decord has no other way to tell of damaged data: FFmpeg conceals it and decord
+    returns the frames (32 of 40 damaged copies of an H.264 clip came back so, where PyAV reports a
+    corrupt frame: tests/test_decoders.py). Its FFmpeg is not PyAV's, and it logs from a decoding
+    thread of its own, ahead of the frames asked for, so stderr (fd 2) goes to a file until `close`;
+    lines that are not the decoder's are passed on to stderr at each `read`."""
+
+    def __init__(self):
+        sys.stderr.flush()
+        self.stderr = os.dup(2)
+        self.file = tempfile.TemporaryFile()
+        os.dup2(self.file.fileno(), 2)
+        self.position, self.partial = 0, b""
+
+    def read(self) -> list[str]:
+        """The decoder's reports since the last read."""
+        sys.stderr.flush()
+        self.file.seek(self.position)
+        data = self.partial + self.file.read()
+        self.position = self.file.tell()
+        *lines, self.partial = data.split(b"\n")
+        reports, others = [], []
+        for line in lines:
+            text = line.decode(errors="replace").strip()
+            found = DECODER_LINE.match(text)
+            if found:
+                reports.append(f"{found.group(1)}: {found.group(2)}" if found.group(1) else found.group(3))
+            else:
+                others.append(line + b"\n")
+        if others:
+            os.write(self.stderr, b"".join(others))
+        return reports
+
+    def close(self) -> None:
+        sys.stderr.flush()
+        os.dup2(self.stderr, 2)
+        os.close(self.stderr)
+        self.file.seek(self.position)
+        rest = self.partial + self.file.read()
+        if rest:
+            os.write(2, rest)
+        self.file.close()
 
 
 def _check_timestamps(starts: np.ndarray, count: int, average_fps: float) -> None:

@@ -196,3 +196,16 @@ def write_cut(folder: Path, name: str, source: Format, start: str) -> Path:
                 packet.stream = target
                 copy.mux(packet)
     return path
+
+
+def corrupted_copies(path: Path, count: int, seed: int = 0):
+    """`count` copies of `path` with 1-19 bytes zeroed (even copies) or flipped (odd ones), one by one."""
+    data = path.read_bytes()
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        damaged = bytearray(data)
+        for at in rng.integers(0, len(data), int(rng.integers(1, 20))):
+            damaged[at] = damaged[at] ^ 0xFF if i % 2 else 0
+        copy = path.with_name(f"damaged{i:02d}.mp4")
+        copy.write_bytes(bytes(damaged))
+        yield copy

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from formats import ANIMATIONS, CUTS, FORMATS, X264_B, Format, write_clip, write_cut
+from formats import ANIMATIONS, CUTS, FORMATS, X264_B, Format, corrupted_copies, write_clip, write_cut
 
 import pipeline
 from pipeline.cli import main
@@ -143,18 +143,6 @@ def test_a_raw_stream_without_any_timestamps_is_timed_by_its_frame_durations(tmp
         assert all(frame.pts is None for frame in container.decode(video=0))  # nothing to go by but durations
     index, _ = decode(path, "rgb")
     assert index == list(range(40))  # 40 frames at 30 fps, each on screen once
-
-
-def corrupted_copies(path, count, seed=0):
-    data = path.read_bytes()
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        damaged = bytearray(data)
-        for at in rng.integers(0, len(data), int(rng.integers(1, 20))):
-            damaged[at] = damaged[at] ^ 0xFF if i % 2 else 0
-        copy = path.with_name(f"damaged{i:02d}.mp4")
-        copy.write_bytes(bytes(damaged))
-        yield copy
 
 
 def test_damaged_copies_fail_with_a_one_line_reason_or_keep_their_timing(tmp_path):
