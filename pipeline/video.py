@@ -12,9 +12,9 @@ the length. Frames are handed over unresized (see `Frames`): torch resizes them 
 (pipeline/preprocess.py). decord is the other decoder (pipeline/decord_video.py, `--decoder decord`).
 
 A frame whose content or time cannot be trusted fails the video with a true reason: the decoder
-reporting a corrupt frame or an error once decoding has begun, timestamps far past the file's own
-duration, a frame count far from the container's. A missing timestamp is filled in from the frame
-before it plus the frame's duration, as FFmpeg's own players do.
+reporting a corrupt frame or an error (returned, or only logged) once decoding has begun,
+timestamps far past the file's own duration, a frame count far from the container's. A missing
+timestamp is filled in from the frame before it plus the frame's duration, as FFmpeg's own players do.
 """
 
 from __future__ import annotations
@@ -190,6 +190,9 @@ class VideoReader:
             raise VideoError("cannot read the file (permission denied or missing)")
         if self.path.stat().st_size == 0:
             raise VideoError("empty file")
+        if av.logging.get_level() is None:
+            quiet_decoder()  # (PyAV then counts FFmpeg's errors, which _decoded_frames reads, printing none)
+        self.errors = av.logging.get_last_error()[0]  # FFmpeg's errors before this file was opened
         try:
             self.container = av.open(str(self.path), metadata_errors="ignore")
         except av.error.FFmpegError as e:
@@ -213,7 +216,7 @@ class VideoReader:
                 raise VideoError("an animated WebP: the FFmpeg under PyAV cannot decode its frames "
                                  "(FFmpeg decodes animated WebP from version 9)")
             raise VideoError(f"not a video: a still image ({self.container.format.name.replace('_pipe', '')})")
-        codec.thread_count = 1  # one decode process per core is the parallelism
+        codec.thread_count = 1  # one decode process per core is the parallelism (and errors come with their packet)
         self.codec_name = codec.name
         self.duration = self.source_fps = 0.0
         self.frames_decoded = 0
@@ -277,6 +280,7 @@ class VideoReader:
         import av
 
         at = 0.0
+        errors = self.errors  # FFmpeg's errors so far: from opening the file on (a damaged header counts)
         try:
             for packet in self.container.demux(self.stream):
                 if packet.pts is not None and packet.time_base:
@@ -285,8 +289,18 @@ class VideoReader:
                     frames = packet.decode()
                 except av.error.FFmpegError as e:
                     if self.frames_decoded == 0 and packet.size:
+                        errors = av.logging.get_last_error()[0]
                         continue  # waiting for a keyframe or the parameter sets, as a player does
                     raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: {_one_line(e)}") from None
+                count, last = av.logging.get_last_error()
+                if count != errors and (self.frames_decoded or frames or packet.is_keyframe):
+                    # an error logged, and concealed: MJPEG, FFV1 and HEVC do so without flagging the frame.
+                    # (Before the first frame, errors from other packets than keyframes are passed over: a
+                    # stream cut mid-GOP, or at an open GOP, has frames the decoder cannot make and drops.)
+                    raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: "
+                                     f"{'the decoder' if last[1] == self.codec_name else 'FFmpeg'} reports "
+                                     f"'{last[2].strip()}'")
+                errors = count
                 for frame in frames:
                     if frame.is_corrupt:
                         raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: the decoder "
