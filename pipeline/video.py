@@ -281,6 +281,7 @@ class VideoReader:
 
         at = 0.0
         errors = self.errors  # FFmpeg's errors so far: from opening the file on (a damaged header counts)
+        unshown = {}  # pts -> why, for packets the decoder logged an error for before the first frame
         try:
             for packet in self.container.demux(self.stream):
                 if packet.pts is not None and packet.time_base:
@@ -293,18 +294,24 @@ class VideoReader:
                         continue  # waiting for a keyframe or the parameter sets, as a player does
                     raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: {_one_line(e)}") from None
                 count, last = av.logging.get_last_error()
-                if count != errors and (self.frames_decoded or frames or packet.is_keyframe):
-                    # an error logged, and concealed: MJPEG, FFV1 and HEVC do so without flagging the frame.
-                    # (Before the first frame, errors from other packets than keyframes are passed over: a
-                    # stream cut mid-GOP, or at an open GOP, has frames the decoder cannot make and drops.)
-                    raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: "
-                                     f"{'the decoder' if last[1] == self.codec_name else 'FFmpeg'} reports "
-                                     f"'{last[2].strip()}'")
-                errors = count
+                if count != errors:
+                    # An error logged, and concealed: MJPEG, FFV1 and HEVC do so without flagging the frame.
+                    # Before the first frame it fails the video only if the packet is a keyframe or its
+                    # frame is shown: a stream cut mid-GOP, or at an open GOP, has frames the decoder
+                    # cannot make, logs errors for them, and drops them.
+                    why = (f"damaged {self.codec_name} data near {at:.2f} s: "
+                           f"{'the decoder' if last[1] == self.codec_name else 'FFmpeg'} reports '{last[2].strip()}'")
+                    if self.frames_decoded or packet.is_keyframe:
+                        raise VideoError(why)
+                    if packet.pts is not None:
+                        unshown[packet.pts] = why
+                    errors = count
                 for frame in frames:
                     if frame.is_corrupt:
                         raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: the decoder "
                                          f"reports a corrupt frame (frame {self.frames_decoded})")
+                    if frame.pts is not None and frame.pts in unshown:
+                        raise VideoError(unshown[frame.pts])
                     self.frames_decoded += 1
                     yield frame
         except av.error.FFmpegError as e:  # the demuxer: a truncated or damaged container

@@ -167,13 +167,16 @@ def test_damaged_copies_fail_with_a_one_line_reason_or_keep_their_timing(tmp_pat
 
 
 def ffmpeg_errors(path) -> list[str]:
-    """The errors FFmpeg logs while a plain PyAV decode reads `path` to its end (or to its first failure)."""
+    """The errors FFmpeg logs while a plain PyAV decode reads `path` to its end (or to its first failure),
+    on one thread as the pipeline decodes (HEVC with threads parses damaged data otherwise: its rows
+    run in parallel from the entry points in the slice header)."""
     level = av.logging.get_level()
     av.logging.set_level(av.logging.ERROR)
     try:
         with av.logging.Capture() as logs:
             try:
-                with av.open(str(path)) as container:
+                with av.open(str(path), metadata_errors="ignore") as container:
+                    container.streams.video[0].codec_context.thread_count = 1
                     for _ in container.decode(video=0):
                         pass
             except av.error.FFmpegError:
@@ -184,7 +187,10 @@ def ffmpeg_errors(path) -> list[str]:
 
 
 @pytest.mark.parametrize("f", [Format("clip.avi", "mjpeg", "yuvj422p"), Format("clip.mkv", "ffv1", "yuv420p"),
-                               Format("clip.mp4", "libx265", "yuv420p", options={"preset": "ultrafast", "x265-params": "log-level=none"})],
+                               # (x265 on one thread writes the same file every time; with B-frames,
+                               # copy 18 of seed 1 logs an error in a frame decoded before the first is shown)
+                               Format("clip.mp4", "libx265", "yuv420p", options={
+                                   "preset": "veryfast", "x265-params": "log-level=none:pools=none:frame-threads=1"})],
                          ids=["mjpeg", "ffv1", "hevc"])
 def test_no_damaged_copy_is_stored_as_ok_when_ffmpeg_logs_an_error_decoding_it(tmp_path, f):
     """MJPEG, FFV1 and HEVC log damaged data and conceal it without flagging the frame corrupt: the
@@ -192,16 +198,17 @@ def test_no_damaged_copy_is_stored_as_ok_when_ffmpeg_logs_an_error_decoding_it(t
     with other frames). What passes is what FFmpeg decodes without a word."""
     good = write_clip(tmp_path, f)
     outcomes = []
-    for copy in corrupted_copies(good, 20):
-        try:
-            decode(copy, "rgb")
-        except VideoError as e:
-            assert "\n" not in str(e) and str(tmp_path) not in str(e)
-            outcomes.append("failed")
-        else:
-            assert ffmpeg_errors(copy) == [], copy.name
-            outcomes.append("ok")
-    assert outcomes.count("failed") >= 5  # (the test sees damage at all)
+    for seed in (0, 1):
+        for copy in corrupted_copies(good, 20, seed):
+            try:
+                decode(copy, "rgb")
+            except VideoError as e:
+                assert "\n" not in str(e) and str(tmp_path) not in str(e)
+                outcomes.append("failed")
+            else:
+                assert ffmpeg_errors(copy) == [], (seed, copy.name)
+                outcomes.append("ok")
+    assert outcomes.count("failed") >= 10  # (the test sees damage at all)
 
 
 def test_a_file_without_video_says_what_it_holds(tmp_path):
