@@ -16,7 +16,8 @@ saying so, and measured slower on the others (BENCHMARKS.md, bench_decode.py), h
   10-bit H.264 is up to 60 levels off FFmpeg's, of a 175x143 frame 26); interlaced video (decord
   converts both fields' chroma as one picture: up to 166 levels off at moving colour edges, where
   FFmpeg converts each field on its own); a stream cut where FFmpeg cannot decode its first
-  packets (decord then gives every frame the time of one shown earlier); video longer than 200 s
+  packets (decord then gives every frame the time of one shown earlier); open GOPs (decord's seeks
+  to their keyframes make its FFmpeg log errors, which are read as damage); video longer than 200 s
   (decord's float32 timestamps cannot place 29.97 fps frames to 33 us past that); and any file
   whose decord timestamps are missing (its marker is about -1e14 s; AVI files with B-frames get it
   for every frame), not finite, out of order, or past the file's own duration, or whose frames
@@ -72,7 +73,7 @@ def _fit_for_decord(path) -> bool:
                     and codec.height % 2 == 0 and seconds <= MAX_DECORD_SECONDS and codec.field_order <= PROGRESSIVE):
                 return False
             first, earliest = _first_frame_and_earliest_pts(container, stream)
-            if first is None or first.pts is None or earliest < first.pts:
+            if first is None or first.pts is None or earliest < first.pts or _open_gop(container, stream):
                 return False
             return codec.field_order == PROGRESSIVE or not first.interlaced_frame
     except (av.error.FFmpegError, AttributeError):  # (no video stream)
@@ -97,6 +98,27 @@ def _first_frame_and_earliest_pts(container, stream):
         if first is None:
             first = next(iter(packet.decode()), None)  # (the flush packet at the end gives the rest)
     return first, earliest if earliest is not None else -float("inf")
+
+
+def _open_gop(container, stream, most_packets: int = 2000) -> bool:
+    """Whether the next keyframe (within `most_packets`) is an open GOP's: followed, in decode order,
+    by frames to be shown before it, which need the GOP before. decord seeks to keyframes as it
+    decodes, and from an open GOP's keyframe its FFmpeg logs errors for those frames ("mmco: unref
+    short failure", in the middle of a valid Matroska file, decord2 3.4), which DecoderLog must take
+    for damage. As above, a frame shown before the keyframe has dts < the keyframe's pts."""
+    keyframe = None
+    for n, packet in enumerate(container.demux(stream)):
+        if n >= most_packets:
+            return False
+        if packet.pts is None:
+            continue
+        if keyframe is None:
+            keyframe = packet.pts if packet.is_keyframe else None
+        elif packet.pts < keyframe:
+            return True
+        elif packet.dts is not None and packet.dts >= keyframe:
+            return False
+    return False
 
 
 class DecordReader:

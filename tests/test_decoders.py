@@ -3,7 +3,7 @@ wherever decord is known or seen to be wrong."""
 
 import numpy as np
 import pytest
-from formats import CUTS, FORMATS, X264_B, Format, corrupted_copies, write_clip, write_cut
+from formats import CUTS, FORMATS, OPEN_GOP, X264_B, Format, corrupted_copies, write_clip, write_cut
 from videos import frame_number, rotate_90_on_display, write_video
 
 from pipeline.decord_video import FOR_DECORD, DecordReader, _check_timestamps, open_video
@@ -25,6 +25,7 @@ PYAV_EVEN_UNDER_DECORD = {
     "ffv1_odd_size.mkv",  # an odd size (decord's RGB is 26 levels off there)
     "h264_interlaced.mkv",  # interlaced (decord's RGB is up to 166 levels off at moving colour edges)
     "mpeg2_interlaced_146.mov",  # the same, though its header does not say so (its first frame does)
+    "mpeg4_bframes.mkv",  # open GOPs (FFmpeg's MPEG-4 encoder leaves its GOPs open)
 }
 
 
@@ -63,6 +64,14 @@ def test_a_stream_cut_where_ffmpeg_cannot_decode_its_first_packets_goes_to_pyav(
     """decord numbers the packets FFmpeg drops: each frame would come with an earlier frame's time."""
     path = write_cut(tmp_path, name, source, start)
     assert isinstance(open_video(path, 30.0, "rgb", "decord"), VideoReader)
+
+
+def test_open_gops_go_to_pyav(tmp_path):
+    """decord seeks to keyframes, and from an open GOP's its FFmpeg logs errors (DecoderLog: damage)."""
+    path = write_clip(tmp_path, Format("open_gop.mkv", "libx264", "yuv420p", options=OPEN_GOP, frames=60))
+    assert isinstance(open_video(path, 30.0, "rgb", "decord"), VideoReader)
+    closed = write_clip(tmp_path, Format("closed_gop.mkv", "libx264", "yuv420p", options=X264_B, frames=60))
+    assert isinstance(open_video(closed, 30.0, "rgb", "decord"), DecordReader)
 
 
 @pytest.mark.parametrize("starts, reason", [
