@@ -158,9 +158,12 @@ class DecordReader:
 
     def close(self) -> None:
         self.reader = None  # (decord's decoding thread stops: nothing more is logged)
-        if self.log:
+        if getattr(self, "log", None):
             self.log.close()
         self.log = None
+
+    def __del__(self):  # a reader nobody closed must not keep stderr
+        self.close()
 
     def __enter__(self):
         return self
@@ -216,52 +219,75 @@ def _ffmpeg_words(code: int) -> str:
 
 # A line decord's FFmpeg logs ("[h264 @ 0x55ff2d11f040] error while decoding MB 9 7") or decord itself
 # ("[13:01:15] /project/src/video/ffmpeg/threaded_decoder.cc:218: ...")
-DECODER_LINE = re.compile(r"^\[(\w+) @ 0x[0-9a-f]+\] (.*)$|^\[[\d:]+\] \S+\.(?:cc|h):\d+: (.*)$")
+DECODER_LINE = re.compile(r"^\[([\w,]+) @ 0x[0-9a-f]+\] (.*)$|^\[[\d:]+\] \S+\.(?:cc|h):\d+: (.*)$")
 
 
 class DecoderLog:
-    """What decord's decoder reports on stderr while a DecordReader is open, as "h264: error while
-    decoding MB 9 7". decord has no other way to tell of damaged data: FFmpeg conceals it and decord
-    returns the frames (32 of 40 damaged copies of an H.264 clip came back so, where PyAV reports a
-    corrupt frame: tests/test_decoders.py). Its FFmpeg is not PyAV's, and it logs from a decoding
-    thread of its own, ahead of the frames asked for, so stderr (fd 2) goes to a file until `close`;
-    lines that are not the decoder's are passed on to stderr at each `read`."""
+    """What decord's FFmpeg reports on stderr while a DecordReader is open, as "h264: error while
+    decoding MB 9 7" (its decoders' and its demuxers' lines). decord has no other way to tell of damaged
+    data: FFmpeg conceals it and decord returns the frames (32 of 40 damaged copies of an H.264 clip
+    came back so, where PyAV reports a corrupt frame: tests/test_decoders.py). Its FFmpeg is not PyAV's,
+    and it logs from a decoding thread of its own, ahead of the frames asked for, so fd 2 goes to a file
+    while any DecoderLog of the process is open (one redirect, undone by the last to close). Each reads
+    the file from where it last read, without moving the offset fd 2 writes at; other lines, and any
+    piece of a line that cannot be the start of FFmpeg's (a progress bar's), are passed on to the real
+    stderr as they are read. Two readers decoding at once in one process would see each other's lines.
+    (os.pread: Linux and macOS.)"""
+
+    _real_stderr: int | None = None
+    _file = None
+    _users = 0
+    _passed_on = 0  # how far the file's other lines have been passed on
 
     def __init__(self):
-        sys.stderr.flush()
-        self.stderr = os.dup(2)
-        self.file = tempfile.TemporaryFile()
-        os.dup2(self.file.fileno(), 2)
-        self.position, self.partial = 0, b""
+        log = DecoderLog
+        if log._users == 0:
+            sys.stderr.flush()
+            log._real_stderr, log._file, log._passed_on = os.dup(2), tempfile.TemporaryFile(), 0
+            os.dup2(log._file.fileno(), 2)
+        log._users += 1
+        self.position = os.fstat(log._file.fileno()).st_size
+        self.open = True
 
-    def read(self) -> list[str]:
-        """The decoder's reports since the last read."""
+    def read(self, final: bool = False) -> list[str]:
+        """FFmpeg's reports since the last read (`final`: also a last line without its end)."""
+        log = DecoderLog
         sys.stderr.flush()
-        self.file.seek(self.position)
-        data = self.partial + self.file.read()
-        self.position = self.file.tell()
-        *lines, self.partial = data.split(b"\n")
-        reports, others = [], []
-        for line in lines:
-            text = line.decode(errors="replace").strip()
-            found = DECODER_LINE.match(text)
+        fd = log._file.fileno()
+        data = os.pread(fd, os.fstat(fd).st_size - self.position, self.position)
+        reports, offset = [], self.position
+        for piece in data.splitlines(keepends=True):
+            whole = piece.endswith(b"\n") or final
+            text = piece.decode(errors="replace").strip()
+            if not whole and text.startswith("["):
+                break  # perhaps the start of one of FFmpeg's lines: read it whole next time
+            found = DECODER_LINE.match(text) if whole else None
             if found:
                 reports.append(f"{found.group(1)}: {found.group(2)}" if found.group(1) else found.group(3))
-            else:
-                others.append(line + b"\n")
-        if others:
-            os.write(self.stderr, b"".join(others))
+            elif offset + len(piece) > log._passed_on:
+                os.write(log._real_stderr, piece[max(0, log._passed_on - offset):])
+                log._passed_on = offset + len(piece)
+            offset += len(piece)
+        self.position = offset
         return reports
 
     def close(self) -> None:
-        sys.stderr.flush()
-        os.dup2(self.stderr, 2)
-        os.close(self.stderr)
-        self.file.seek(self.position)
-        rest = self.partial + self.file.read()
-        if rest:
-            os.write(2, rest)
-        self.file.close()
+        """Pass on what is left (FFmpeg's lines too: a reader closed early has not read them), and give
+        fd 2 back if this is the last DecoderLog open."""
+        if not self.open:
+            return
+        self.open = False
+        log = DecoderLog
+        left = self.read(final=True)
+        if left:
+            os.write(log._real_stderr, "".join(f"{line}\n" for line in left).encode())
+        log._users -= 1
+        if log._users == 0:
+            sys.stderr.flush()
+            os.dup2(log._real_stderr, 2)
+            os.close(log._real_stderr)
+            log._file.close()
+            log._real_stderr, log._file = None, None
 
 
 def _check_timestamps(starts: np.ndarray, count: int, average_fps: float) -> None:

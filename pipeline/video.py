@@ -293,19 +293,17 @@ class VideoReader:
                         errors = av.logging.get_last_error()[0]
                         continue  # waiting for a keyframe or the parameter sets, as a player does
                     raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: {_one_line(e)}") from None
-                count, last = av.logging.get_last_error()
-                if count != errors:
+                errors, reported = self._logged_error(errors)
+                if reported:
                     # An error logged, and concealed: MJPEG, FFV1 and HEVC do so without flagging the frame.
                     # Before the first frame it fails the video only if the packet is a keyframe or its
                     # frame is shown: a stream cut mid-GOP, or at an open GOP, has frames the decoder
                     # cannot make, logs errors for them, and drops them.
-                    why = (f"damaged {self.codec_name} data near {at:.2f} s: "
-                           f"{'the decoder' if last[1] == self.codec_name else 'FFmpeg'} reports '{last[2].strip()}'")
+                    why = f"{reported[0]} near {at:.2f} s: {reported[1]}"
                     if self.frames_decoded or packet.is_keyframe:
                         raise VideoError(why)
                     if packet.pts is not None:
                         unshown[packet.pts] = why
-                    errors = count
                 for frame in frames:
                     if frame.is_corrupt:
                         raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: the decoder "
@@ -316,6 +314,26 @@ class VideoReader:
                     yield frame
         except av.error.FFmpegError as e:  # the demuxer: a truncated or damaged container
             raise VideoError(f"damaged container near {at:.2f} s: {_one_line(e)}") from None
+
+    def _logged_error(self, since: int) -> tuple[int, tuple[str, str] | None]:
+        """FFmpeg's error count, and (what is damaged, what FFmpeg's last error since the count `since`
+        says), where that error is this video's: logged by its demuxer, or by its decoder other than
+        H.264's. Not counted: another stream's decoder (an audio header probed at opening), and H.264's
+        decoder, which flags every frame it conceals damage in (`is_corrupt`) and also logs for data it
+        rightly skips (a truncated SEI). (PyAV counts every error while its log is silenced, and keeps
+        the last. The count is the process's: two readers decoding at once in one process would blame
+        each other's errors; the pipeline decodes one video at a time in each process.)"""
+        import av
+
+        count, last = av.logging.get_last_error()
+        if count == since or last is None:
+            return count, None
+        _, name, message = last
+        if name == self.container.format.name:
+            return count, ("damaged container", f"the demuxer reports '{message.strip()}'")
+        if name == self.codec_name and name != "h264":
+            return count, (f"damaged {name} data", f"the decoder reports '{message.strip()}'")
+        return count, None
 
     def _check_frame_count(self) -> None:
         listed = self.stream.frames

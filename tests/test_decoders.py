@@ -1,6 +1,8 @@
 """decord as the second decoder: the same frames as PyAV where the rule gives it the file, and PyAV
 wherever decord is known or seen to be wrong."""
 
+import os
+
 import numpy as np
 import pytest
 from formats import CUTS, FORMATS, OPEN_GOP, X264_B, Format, corrupted_copies, write_clip, write_cut
@@ -71,7 +73,8 @@ def test_open_gops_go_to_pyav(tmp_path):
     path = write_clip(tmp_path, Format("open_gop.mkv", "libx264", "yuv420p", options=OPEN_GOP, frames=60))
     assert isinstance(open_video(path, 30.0, "rgb", "decord"), VideoReader)
     closed = write_clip(tmp_path, Format("closed_gop.mkv", "libx264", "yuv420p", options=X264_B, frames=60))
-    assert isinstance(open_video(closed, 30.0, "rgb", "decord"), DecordReader)
+    with open_video(closed, 30.0, "rgb", "decord") as reader:
+        assert isinstance(reader, DecordReader)
 
 
 @pytest.mark.parametrize("starts, reason", [
@@ -133,3 +136,21 @@ def test_damaged_copies_under_decord_fail_with_a_one_line_reason_or_give_pyavs_f
             assert index == pyav_index and np.abs(crops.astype(int) - pyav_crops).max() <= 1
             outcomes.append("ok")
     assert outcomes.count("failed") >= 30
+
+
+@pytest.mark.parametrize("order", ["first opened closes first", "last opened closes first"])
+def test_decoder_log_reads_ffmpegs_lines_passes_on_the_rest_and_gives_stderr_back(capfd, order):
+    from pipeline.decord_video import DecoderLog
+
+    stderr = os.fstat(2)
+    a, b = DecoderLog(), DecoderLog()
+    os.write(2, b"[h264 @ 0x55ff2d11f040] error while decoding MB 9 7\nsomething else\n")
+    os.write(2, b"[matroska,webm @ 0x55ff2d11f041] Error parsing frame sizes.\n\r 50%|#####     | 1/2")
+    reports = ["h264: error while decoding MB 9 7", "matroska,webm: Error parsing frame sizes."]
+    assert a.read() == reports and a.read() == []
+    assert b.read() == reports  # (each reads from where it last read)
+    for log in ((a, b) if order.startswith("first") else (b, a)):
+        log.close()
+    assert (os.fstat(2).st_ino, os.fstat(2).st_dev) == (stderr.st_ino, stderr.st_dev)
+    err = capfd.readouterr().err
+    assert err.count("something else") == 1 and err.count("50%") == 1 and "error while decoding" not in err

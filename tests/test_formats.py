@@ -8,11 +8,13 @@ prepares it. The clips (tests/formats.py) have sharp colour edges and are small 
 to 256), the content on which resizing in the decoder was 3-4e-2 off.
 """
 
+from fractions import Fraction
+
 import av
 import numpy as np
 import pytest
 import torch
-from formats import ANIMATIONS, CUTS, FORMATS, X264_B, Format, corrupted_copies, write_clip, write_cut
+from formats import ANIMATIONS, CUTS, FORMATS, X264_B, Format, corrupted_copies, scene, write_clip, write_cut
 
 import pipeline
 from pipeline.cli import main
@@ -209,6 +211,65 @@ def test_no_damaged_copy_is_stored_as_ok_when_ffmpeg_logs_an_error_decoding_it(t
                 assert ffmpeg_errors(copy) == [], (seed, copy.name)
                 outcomes.append("ok")
     assert outcomes.count("failed") >= 10  # (the test sees damage at all)
+
+
+def test_a_truncated_sei_message_is_skipped_not_taken_for_damage(tmp_path):
+    """H.264's decoder logs an error for an SEI message whose size runs past its NAL unit, skips it,
+    and decodes the pictures untouched: the video is as without it (the H.264 decoder's own log lines
+    are not read; it flags the frames it conceals damage in)."""
+    good = write_clip(tmp_path, Format("sei.mp4", "libx264", "yuv420p", options=X264_B, frames=30))
+    with av.open(str(good)) as container:
+        packet = next(p for p in container.demux(video=0) if p.size)
+        position, data = packet.pos, bytes(packet)
+    at = 0
+    while data[at + 4] & 0x1F != 6:  # NAL units with 4-byte sizes: find the SEI (x264 writes its settings there)
+        at += 4 + int.from_bytes(data[at:at + 4], "big")
+    size = at + 6  # after the NAL header and the payload type (5: user data)
+    while data[size] == 0xFF:
+        size += 1
+    damaged = bytearray(good.read_bytes())
+    damaged[position + size] = min(254, data[size] + 100)
+    bad = tmp_path / "sei_too_long.mp4"
+    bad.write_bytes(bytes(damaged))
+    assert any("SEI" in line for line in ffmpeg_errors(bad))
+    (good_index, good_crops), (index, crops) = decode(good, "rgb"), decode(bad, "rgb")
+    assert index == good_index and torch.equal(crops, good_crops)
+
+
+def test_a_damaged_audio_header_does_not_fail_the_video(tmp_path):
+    """FFmpeg probes the audio as it opens a file and logs an error for a damaged audio header: the
+    video is as without it (errors are read only from the video's own decoder and the demuxer)."""
+    good = tmp_path / "av.ts"
+    with av.open(str(good), "w", format="mpegts") as container:
+        video, audio = container.add_stream("libx264", rate=30), container.add_stream("mp2", rate=48000)
+        video.width, video.height, video.pix_fmt, video.options = 176, 144, "yuv420p", dict(X264_B)
+        audio.layout = "stereo"
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(scene(i, 176, 144), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            sound = av.AudioFrame.from_ndarray(np.zeros((2, 1600), np.float32), format="fltp", layout="stereo")
+            sound.sample_rate, sound.pts = 48000, i * 1600
+            for packet in [*video.encode(frame), *audio.encode(sound)]:
+                container.mux(packet)
+        for packet in [*video.encode(), *audio.encode()]:
+            container.mux(packet)
+    data = bytearray(good.read_bytes())
+    with av.open(str(good)) as container:
+        first = next(p for p in container.demux(audio=0) if p.size).pos
+    sync = data.index(b"\xff", first + 4)  # the first MPEG audio frame header in that TS packet's payload
+    data[sync:sync + 12] = bytes(b ^ 0xFF for b in data[sync:sync + 12])
+    bad = tmp_path / "audio_damaged.ts"
+    bad.write_bytes(bytes(data))
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logs, av.open(str(bad)):
+            pass
+    finally:
+        av.logging.set_level(level)
+    assert any(severity <= av.logging.ERROR for severity, _, _ in logs)  # (the case is what it is meant to be)
+    (good_index, good_crops), (index, crops) = decode(good, "rgb"), decode(bad, "rgb")
+    assert index == good_index and torch.equal(crops, good_crops)
 
 
 def test_a_file_without_video_says_what_it_holds(tmp_path):
