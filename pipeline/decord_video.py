@@ -50,7 +50,9 @@ PROGRESSIVE = 1  # FFmpeg's AVFieldOrder: 0 unknown, 1 progressive, 2-5 the inte
 
 def open_video(path: str | Path, fps: float, handover: str = "rgb", decoder: str = "auto"):
     """A reader for one file, by the rule above: a VideoReader (PyAV) or a DecordReader."""
-    if decoder == "decord" and Path(path).suffix.lower() in FOR_DECORD and _fit_for_decord(path):
+    # (decord's only report of damage is its log, read with os.pread, which Windows lacks: PyAV there)
+    readable_log = hasattr(os, "pread")
+    if decoder == "decord" and readable_log and Path(path).suffix.lower() in FOR_DECORD and _fit_for_decord(path):
         try:
             return DecordReader(path, fps)
         except VideoError:
