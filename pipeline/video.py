@@ -294,6 +294,10 @@ class VideoReader:
                         continue  # waiting for a keyframe or the parameter sets, as a player does
                     raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: {_one_line(e)}") from None
                 errors, reported = self._logged_error(errors)
+                if reported and not packet.size and reported[0] == "damaged container":
+                    # The demuxer met the end of a cut-off file ("File ended prematurely": an unfinished
+                    # recording). What came before is whole; a cut-off last frame is the decoder's to report.
+                    reported = None
                 if reported:
                     # An error logged, and concealed: MJPEG, FFV1 and HEVC do so without flagging the frame.
                     # Before the first frame it fails the video only if the packet is a keyframe or its

@@ -272,6 +272,20 @@ def test_a_damaged_audio_header_does_not_fail_the_video(tmp_path):
     assert index == good_index and torch.equal(crops, good_crops)
 
 
+@pytest.mark.parametrize("name", ["vp9.webm", "ffv1.mkv", "h264_open_gop_long.mkv"])
+def test_an_unfinished_matroska_recording_keeps_its_whole_frames(tmp_path, name):
+    """A recording cut off (a crash, an interrupted download): Matroska's demuxer logs "File ended
+    prematurely" as it meets the end, which is not damage to the frames before it."""
+    whole = write_clip(tmp_path, next(f for f in FORMATS if f.name == name))
+    cut = tmp_path / f"cut_{name}"
+    cut.write_bytes(whole.read_bytes()[:int(whole.stat().st_size * 0.77)])
+    rgb, shown = reference(cut)
+    index, crops = decode(cut, "rgb")
+    assert index == shown and len(shown) >= 20
+    expected = (transformed(rgb[shown]) * STD + MEAN) * 255
+    assert (crops.permute(0, 3, 1, 2).float() - expected).abs().max() <= 1.5
+
+
 def test_a_file_without_video_says_what_it_holds(tmp_path):
     from test_reliability import write_audio_only
 
