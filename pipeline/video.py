@@ -333,10 +333,11 @@ class VideoReader:
         if count == since or last is None:
             return count, None
         _, name, message = last
+        message = (message.strip().splitlines() or [""])[0][:200]  # one line for the ledger
         if name == self.container.format.name:
-            return count, ("damaged container", f"the demuxer reports '{message.strip()}'")
+            return count, ("damaged container", f"the demuxer reports '{message}'")
         if name == self.codec_name and name != "h264":
-            return count, (f"damaged {name} data", f"the decoder reports '{message.strip()}'")
+            return count, (f"damaged {name} data", f"the decoder reports '{message}'")
         return count, None
 
     def _check_frame_count(self) -> None:
