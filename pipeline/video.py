@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -333,11 +334,13 @@ class VideoReader:
         if count == since or last is None:
             return count, None
         _, name, message = last
-        message = (message.strip().splitlines() or [""])[0][:200]  # one line for the ledger
+        words = repr((message.strip().splitlines() or [""])[0][:200])  # one line for the ledger
+        if re.fullmatch(r"'at -?[\d.]+ seconds'", words):  # the second half of FFV1's "slice CRC mismatch"
+            words = "a slice whose checksum does not match"
         if name == self.container.format.name:
-            return count, ("damaged container", f"the demuxer reports '{message}'")
+            return count, ("damaged container", f"the demuxer reports {words}")
         if name == self.codec_name and name != "h264":
-            return count, (f"damaged {name} data", f"the decoder reports '{message}'")
+            return count, (f"damaged {name} data", f"the decoder reports {words}")
         return count, None
 
     def _check_frame_count(self) -> None:
