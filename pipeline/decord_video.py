@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .video import (MAX_CHUNK_BYTES, MAX_CHUNK_FRAMES, YUV_FORMATS, Chunk, Frames, VideoError, VideoReader,
-                    float32_time_tolerance, resample, video_stream)
+                    first_line, float32_time_tolerance, resample, video_stream)
 
 DECODERS = ("auto", "pyav", "decord")
 # The containers decord is given (by suffix), those its frames are tested against PyAV's on. Not MPEG
@@ -201,7 +201,7 @@ def _decord_words(error: BaseException) -> str:
     """decord's message without its "[time] /source/file.cc:123: " prefixes, C++ stack trace or advice;
     a failed check on an FFmpeg call ("Check failed: avcodec_send_packet(...) >= 0 (-1094995529 vs. 0)
     Thread worker: Error sending packet.") as what it says and FFmpeg's words for the code."""
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    text = first_line(str(error)) or type(error).__name__
     text = re.sub(r"^(\[[\d:]+\] \S+:\d+: )+", "", text)
     check = re.match(r"Check failed: (\w+)\(.*?\) >= 0 \((-\d+) vs\. 0\)\s*(?:Thread worker: )?(.*?)\.?$", text)
     if check:

@@ -174,9 +174,14 @@ def quiet_decoder() -> None:
     av.logging.set_level(av.logging.PANIC)
 
 
+def first_line(text: str) -> str:
+    """The first line of a library's message, or "" (the ledger holds one line a video)."""
+    return (text.strip().splitlines() or [""])[0]
+
+
 def _one_line(error: BaseException) -> str:
     """FFmpeg's own words for an error, without the file's path (the ledger names the file)."""
-    text = getattr(error, "strerror", None) or (str(error).strip().splitlines() or [type(error).__name__])[0]
+    text = getattr(error, "strerror", None) or first_line(str(error)) or type(error).__name__
     return text[:200]
 
 
@@ -294,17 +299,12 @@ class VideoReader:
                         errors = av.logging.get_last_error()[0]
                         continue  # waiting for a keyframe or the parameter sets, as a player does
                     raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: {_one_line(e)}") from None
-                errors, reported = self._logged_error(errors)
-                if reported and not packet.size and reported[0] == "damaged container":
-                    # The demuxer met the end of a cut-off file ("File ended prematurely": an unfinished
-                    # recording). What came before is whole; a cut-off last frame is the decoder's to report.
-                    reported = None
-                if reported:
+                errors, why = self._logged_error(errors, at, at_end=not packet.size)
+                if why:
                     # An error logged, and concealed: MJPEG, FFV1 and HEVC do so without flagging the frame.
                     # Before the first frame it fails the video only if the packet is a keyframe or its
                     # frame is shown: a stream cut mid-GOP, or at an open GOP, has frames the decoder
                     # cannot make, logs errors for them, and drops them.
-                    why = f"{reported[0]} near {at:.2f} s: {reported[1]}"
                     if self.frames_decoded or packet.is_keyframe:
                         raise VideoError(why)
                     if packet.pts is not None:
@@ -320,27 +320,29 @@ class VideoReader:
         except av.error.FFmpegError as e:  # the demuxer: a truncated or damaged container
             raise VideoError(f"damaged container near {at:.2f} s: {_one_line(e)}") from None
 
-    def _logged_error(self, since: int) -> tuple[int, tuple[str, str] | None]:
-        """FFmpeg's error count, and (what is damaged, what FFmpeg's last error since the count `since`
-        says), where that error is this video's: logged by its demuxer, or by its decoder other than
-        H.264's. Not counted: another stream's decoder (an audio header probed at opening), and H.264's
+    def _logged_error(self, since: int, at: float, at_end: bool) -> tuple[int, str | None]:
+        """FFmpeg's error count, and the reason its last error since the count `since` gives (`at`: the
+        time), where that error is this video's: logged by its demuxer, or by its decoder other than
+        H.264's. Not counted: another stream's decoder (an audio header probed at opening); H.264's
         decoder, which flags every frame it conceals damage in (`is_corrupt`) and also logs for data it
-        rightly skips (a truncated SEI). (PyAV counts every error while its log is silenced, and keeps
-        the last. The count is the process's: two readers decoding at once in one process would blame
-        each other's errors; the pipeline decodes one video at a time in each process.)"""
+        rightly skips (a truncated SEI); and the demuxer meeting the end of a cut-off file (`at_end`:
+        "File ended prematurely", an unfinished recording, whose frames before are whole; a cut-off
+        last frame is the decoder's to report). (PyAV counts every error while its log is silenced,
+        and keeps the last. The count is the process's: two readers decoding at once in one process
+        would blame each other's errors; the pipeline decodes one video at a time in each process.)"""
         import av
 
         count, last = av.logging.get_last_error()
         if count == since or last is None:
             return count, None
         _, name, message = last
-        words = repr((message.strip().splitlines() or [""])[0][:200])  # one line for the ledger
+        words = repr(first_line(message)[:200])
         if re.fullmatch(r"'at -?[\d.]+ seconds'", words):  # the second half of FFV1's "slice CRC mismatch"
             words = "a slice whose checksum does not match"
-        if name == self.container.format.name:
-            return count, ("damaged container", f"the demuxer reports {words}")
+        if name == self.container.format.name and not at_end:
+            return count, f"damaged container near {at:.2f} s: the demuxer reports {words}"
         if name == self.codec_name and name != "h264":
-            return count, (f"damaged {name} data", f"the decoder reports {words}")
+            return count, f"damaged {name} data near {at:.2f} s: the decoder reports {words}"
         return count, None
 
     def _check_frame_count(self) -> None:

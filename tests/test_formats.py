@@ -260,14 +260,7 @@ def test_a_damaged_audio_header_does_not_fail_the_video(tmp_path):
     data[sync:sync + 12] = bytes(b ^ 0xFF for b in data[sync:sync + 12])
     bad = tmp_path / "audio_damaged.ts"
     bad.write_bytes(bytes(data))
-    level = av.logging.get_level()
-    av.logging.set_level(av.logging.ERROR)
-    try:
-        with av.logging.Capture() as logs, av.open(str(bad)):
-            pass
-    finally:
-        av.logging.set_level(level)
-    assert any(severity <= av.logging.ERROR for severity, _, _ in logs)  # (the case is what it is meant to be)
+    assert ffmpeg_errors(bad)  # (the case is what it is meant to be: the audio header's error, at opening)
     (good_index, good_crops), (index, crops) = decode(good, "rgb"), decode(bad, "rgb")
     assert index == good_index and torch.equal(crops, good_crops)
 
