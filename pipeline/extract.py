@@ -131,8 +131,8 @@ class DecodeJobs(IterableDataset):
 
     def _decode(self, number: int):
         source = self.sources[number]
-        # swscale's RGB where the CPU resizes anyway; YUV planes where the GPU converts them
-        handover = "rgb" if self.preprocess_in_worker else "yuv"
+        # swscale's RGB, resized here as it comes, where the CPU resizes anyway; YUV planes where the GPU converts them
+        handover = "crop" if self.preprocess_in_worker else "yuv"
         try:
             with open_video(source.path, self.fps, handover, self.decoder) as reader:
                 first = True

@@ -29,11 +29,16 @@ from typing import Iterator
 
 import numpy as np
 
-from .preprocess import aligned_window, chroma_subsampling, needed_region
+from .preprocess import aligned_window, chroma_subsampling, needed_region, to_crops
 
 MAX_CHUNK_FRAMES = 128  # output frames per chunk handed to the CNN side
 WARM_UP_FRAMES = 8  # frames whose timestamps are looked at before the first is timed (see _PresentationClock)
 MAX_CHUNK_BYTES = 32 << 20  # and at most this much unresized frame data (4K: 2 frames; 720p: 23)
+# The CPU box's worker resizes its RGB frames (handover "crop") a few MB at a time, while they are still
+# in the cache swscale wrote them to: 720p goes two frames at a time, 320x240 seventeen. Resizing a
+# whole chunk at once sent 53 MB at 720p out to memory and back (decoding 10% slower beside the CNN);
+# one frame at a time costs torch's per-call overheads at small sizes (50% more at 320x240).
+RESIZE_GROUP_BYTES = 4 << 20
 # 8-bit planar YUV: preprocess.yuv_to_rgb converts it on the CNN's device within 3 levels of swscale
 # (chroma repeated, as swscale's own converter does). Deeper formats upsample chroma with swscale's
 # filters (up to 50 levels apart at sharp edges), so those, like every other format, are converted
@@ -136,6 +141,7 @@ class Frames:
 
     kind "yuv": `planes` = (Y (n, H, W), U (n, h, w), V (n, h, w)), 8-bit, with `matrix` (FFmpeg's
     colorspace name) and `full_range`: converted by torch on the CNN's device. kind "rgb": `planes` = (RGB (n, H, W, 3) uint8,), converted by FFmpeg (swscale).
+    kind "crop": `planes` = (uint8 (n, 224, 224, 3),), the rgb frames already resized and cropped (a CPU box's worker).
     `rotation`: degrees counterclockwise the frames must turn to be upright (the display matrix).
     `interlaced`: the decoder flags the frames as two interleaved fields (see preprocess.yuv_to_rgb)."""
 
@@ -186,7 +192,9 @@ def _one_line(error: BaseException) -> str:
 
 
 class VideoReader:
-    """One video decoded sequentially by PyAV, resampled to `fps` as it is decoded."""
+    """One video decoded sequentially by PyAV, resampled to `fps` as it is decoded. `handover`: how
+    its frames come (`Frames`): "rgb", "yuv" (8-bit planar YUV where it can, for the GPU to convert,
+    else rgb) or "crop" (rgb resized and cropped here, for a CPU box's CNN)."""
 
     def __init__(self, path: str | Path, fps: float, handover: str = "rgb"):
         import av
@@ -402,18 +410,21 @@ class _ChunkBuilder:
 
     def __init__(self, reader: VideoReader, max_frames: int):
         self.reader, self.max_frames = reader, max_frames
+        self.resizes = reader.handover == "crop"  # swscale's RGB, resized and cropped here
+        self.handover = "rgb" if self.resizes else reader.handover
         self.images, self.repeats, self.source, self.bytes = [], [], [], 0
+        self.resized = self.resized_bytes = 0  # images[:resized] are crops already (handover "crop")
         self.times_from = 0  # output index of the chunk's first frame
         self.meta = None
         self.done: list[Chunk] = []
 
     def add(self, frame, index: int, filled: int) -> None:
-        planes, meta = _handover(frame, self.reader.handover)
+        planes, meta = _handover(frame, self.handover)
         if self.meta is not None and (meta["width"], meta["height"], meta["format"]) != (
                 self.meta["width"], self.meta["height"], self.meta["format"]):
             # the size or format changed mid-stream: make it look like the frames before
             planes, meta = _handover(frame.reformat(width=self.meta["width"], height=self.meta["height"],
-                                                    format=self.meta["format"]), self.reader.handover)
+                                                    format=self.meta["format"]), self.handover)
         if self.meta is not None and meta != self.meta:
             self.close()
         self.meta = meta
@@ -424,8 +435,26 @@ class _ChunkBuilder:
             self.source.append(index)
             self.bytes += sum(p.nbytes for p in planes)
             filled -= shown
+            if self.resizes and self.bytes - self.resized_bytes >= RESIZE_GROUP_BYTES:
+                self._resize_group()
             if sum(self.repeats) >= self.max_frames or self.bytes >= MAX_CHUNK_BYTES:
                 self.close()
+
+    def _resize_group(self) -> None:
+        """The chunk's frames not yet resized -> crops, in place (handover "crop")."""
+        import torch
+
+        group = self.images[self.resized:]
+        if not group:
+            return
+
+        rgb = {"kind": "rgb", "planes": [torch.from_numpy(np.stack([image[0] for image in group]))],
+               "repeats": torch.ones(len(group), dtype=torch.int64), "rotation": self.meta["rotation"],
+               "size": (self.meta["height"], self.meta["width"]), "window": self.meta.get("window")}
+        crops = to_crops(rgb).numpy()
+        self.images[self.resized:] = [(crop,) for crop in crops]
+        self.bytes += crops.nbytes - sum(image[0].nbytes for image in group)
+        self.resized, self.resized_bytes = len(self.images), self.bytes
 
     def close(self) -> None:
         if self.images:
@@ -436,7 +465,11 @@ class _ChunkBuilder:
         count = int(repeats.sum())
         times = np.arange(self.times_from, self.times_from + count, dtype=np.float64) / self.reader.fps
         source_index = np.repeat(np.asarray(self.source, dtype=np.int64), repeats)
-        meta = self.meta or {}
+        if self.resizes:
+            self._resize_group()
+        meta = dict(self.meta or {})
+        if self.resized:
+            meta.update(kind="crop", window=None, rotation=0)  # (turned upright before the resize)
         planes = tuple(np.stack([image[i] for image in self.images]) for i in range(len(self.images[0]))) \
             if self.images else ()
         frames = Frames(kind=meta.get("kind", "rgb"), planes=planes, repeats=repeats, rotation=meta.get("rotation", 0),
@@ -445,6 +478,7 @@ class _ChunkBuilder:
                         region=meta.get("region"), interlaced=meta.get("interlaced", False), window=meta.get("window"))
         self.times_from += count
         self.images, self.repeats, self.source, self.bytes = [], [], [], 0
+        self.resized = self.resized_bytes = 0
         return Chunk(times=times, source_index=source_index, frames=frames)
 
 

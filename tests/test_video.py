@@ -92,7 +92,7 @@ def decode(path, handover="rgb", max_frames=7):
     return index, np.concatenate(crops), reader
 
 
-@pytest.mark.parametrize("handover", ["rgb", "yuv"])
+@pytest.mark.parametrize("handover", ["rgb", "yuv", "crop"])
 @pytest.mark.parametrize("fps, pts_ms", [(25, None), (30000 / 1001, None), (30, None), (60, None),
                                          (30, [0, 40, 50, 200, 210, 400, 433, 700])])
 def test_decoded_frames_are_the_source_frames_the_resampling_names(tmp_path, fps, pts_ms, handover):
@@ -104,6 +104,20 @@ def test_decoded_frames_are_the_source_frames_the_resampling_names(tmp_path, fps
     pts = np.array(pts_ms) / 1000 if pts_ms else np.arange(count) / fps
     assert index == expected_source_index(pts, 30.0, len(index))
     assert reader.duration == pytest.approx(pts[-1] + (pts[-1] - pts[-2]))
+
+
+@pytest.mark.parametrize("width, height", [(1280, 720), (320, 240), (175, 143)])
+def test_crops_made_as_frames_come_equal_the_frames_resized_on_the_cnn_side(tmp_path, width, height):
+    """The CPU box's worker resizes frames a few at a time (handover "crop"): the same crops, bit for
+    bit, as resizing whole chunks of RGB frames, in several groups a chunk, with frames shown twice."""
+    rng = np.random.default_rng(0)
+    images = [np.kron(rng.integers(0, 256, (height // 4 + 1, width // 4 + 1, 3), dtype=np.uint8),
+                      np.ones((4, 4, 1), np.uint8))[:height, :width] for _ in range(12)]
+    path = write_video(tmp_path / "v.mp4", images, fps=25)
+    index, crops, _ = decode(path, "rgb", max_frames=9)
+    crop_index, crops_made_early, _ = decode(path, "crop", max_frames=9)
+    assert crop_index == index and len(set(index)) == 12 and len(index) > 12
+    assert np.array_equal(crops_made_early, crops)
 
 
 def test_long_videos_come_in_chunks_of_bounded_size(tmp_path):
@@ -132,7 +146,7 @@ def test_a_video_marked_rotated_is_decoded_upright(tmp_path):
     image[:, :160] = 200  # left half light
     image[:40, :, 1] = 255  # a green band along the top
     path = rotate_90_on_display(write_video(tmp_path / "phone.mp4", [image] * 3))
-    for handover in ("rgb", "yuv"):
+    for handover in ("rgb", "yuv", "crop"):
         _, crops, _ = decode(path, handover)
         frame = crops[0].astype(int)
         # Turned clockwise: the light left half is now the top, the green top band the right edge.
