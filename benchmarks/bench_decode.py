@@ -79,10 +79,12 @@ def main(argv=None) -> None:
         configs.append(("old (" + Path(args.old_tree).name + ")", Path(args.old_tree).resolve(), "old"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.folder) if args.folder else Path(tmp) / "videos"
-        if not folder.exists():
+        if folder.exists():
+            clips = f"the {sum(1 for p in folder.rglob('*') if p.is_file())} files in {folder}"
+        else:
             make_videos(folder, args.size, args.videos, args.seconds)
-        print(f"machine: {machine()}; {args.videos} clips of {args.seconds:g} s at {args.size}; "
-              f"one decode worker; median of {args.rounds} alternating rounds")
+            clips = f"{args.videos} clips of {args.seconds:g} s at {args.size}"
+        print(f"machine: {machine()}; {clips}; one decode worker; median of {args.rounds} alternating rounds")
         results = {name: [] for name, _, _ in configs}
         for _ in range(args.rounds):
             for name, tree, mode in configs:
