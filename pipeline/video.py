@@ -34,10 +34,11 @@ from .preprocess import aligned_window, chroma_subsampling, needed_region, to_cr
 MAX_CHUNK_FRAMES = 128  # output frames per chunk handed to the CNN side
 WARM_UP_FRAMES = 8  # frames whose timestamps are looked at before the first is timed (see _PresentationClock)
 MAX_CHUNK_BYTES = 32 << 20  # and at most this much unresized frame data (4K: 2 frames; 720p: 23)
-# The CPU box's worker resizes its RGB frames (handover "crop") a few MB at a time, while they are still
-# in the cache swscale wrote them to: 720p goes two frames at a time, 320x240 seventeen. Resizing a
-# whole chunk at once sent 53 MB at 720p out to memory and back (decoding 10% slower beside the CNN);
-# one frame at a time costs torch's per-call overheads at small sizes (50% more at 320x240).
+# The CPU box's worker resizes its RGB frames (handover "crop") in groups of at least this much, as they
+# come (720p: three frames, 320x240: nineteen), and keeps only the crops, so a chunk is bounded by its
+# frame count, not by MAX_CHUNK_BYTES. Resizing whole chunks of RGB (21 frames, 33 MB at 720p) was 2%
+# slower end to end on 2 cores (BENCHMARKS.md); one frame at a time costs torch's per-call overheads at
+# small sizes (50% more at 320x240).
 RESIZE_GROUP_BYTES = 4 << 20
 # 8-bit planar YUV: preprocess.yuv_to_rgb converts it on the CNN's device within 3 levels of swscale
 # (chroma repeated, as swscale's own converter does). Deeper formats upsample chroma with swscale's

@@ -5,6 +5,7 @@ import pytest
 from videos import frame_number, rotate_90_on_display, write_video
 
 from pipeline.preprocess import center_crop_box, resized_size, to_crops
+from pipeline import video
 from pipeline.video import Resampler, VideoError, VideoReader, float32_time_tolerance, resample
 
 
@@ -106,10 +107,14 @@ def test_decoded_frames_are_the_source_frames_the_resampling_names(tmp_path, fps
     assert reader.duration == pytest.approx(pts[-1] + (pts[-1] - pts[-2]))
 
 
+@pytest.mark.parametrize("group_bytes", [1, 100_000, video.RESIZE_GROUP_BYTES])
 @pytest.mark.parametrize("width, height", [(1280, 720), (320, 240), (175, 143)])
-def test_crops_made_as_frames_come_equal_the_frames_resized_on_the_cnn_side(tmp_path, width, height):
+def test_crops_made_as_frames_come_equal_the_frames_resized_on_the_cnn_side(tmp_path, monkeypatch, width, height,
+                                                                            group_bytes):
     """The CPU box's worker resizes frames a few at a time (handover "crop"): the same crops, bit for
-    bit, as resizing whole chunks of RGB frames, in several groups a chunk, with frames shown twice."""
+    bit, as resizing whole chunks of RGB frames: one frame a group, several groups a chunk, and the
+    default, with frames shown twice."""
+    monkeypatch.setattr(video, "RESIZE_GROUP_BYTES", group_bytes)
     rng = np.random.default_rng(0)
     images = [np.kron(rng.integers(0, 256, (height // 4 + 1, width // 4 + 1, 3), dtype=np.uint8),
                       np.ones((4, 4, 1), np.uint8))[:height, :width] for _ in range(12)]
