@@ -168,10 +168,8 @@ def to_crops(frames: dict, device: torch.device | str = "cpu") -> torch.Tensor:
     """A decode worker's frames (video.Frames.to_dict()) -> uint8 (m, 224, 224, 3) on `device`, one
     row per output frame (a frame shown k times is converted once and repeated)."""
     planes = [p.to(device, non_blocking=True) for p in frames["planes"]]
-    repeats = frames["repeats"]
     if frames["kind"] == "crop":  # resized and cropped in the decode worker already
-        crops = planes[0]
-        return crops.repeat_interleave(repeats.to(crops.device), dim=0) if bool((repeats != 1).any()) else crops
+        return _as_shown(planes[0], frames["repeats"])
     if frames.get("region"):  # only the pixels the crop needs came: put them back where they were
         planes = _uncrop(planes, frames["size"], frames["region"])
     if frames["kind"] == "yuv":
@@ -185,9 +183,12 @@ def to_crops(frames: dict, device: torch.device | str = "cpu") -> torch.Tensor:
         crops = resize_and_crop(rgb, size=frames["size"], window=frames["window"])
     else:
         crops = resize_and_crop(rgb)
-    if bool((repeats != 1).any()):
-        crops = crops.repeat_interleave(repeats.to(crops.device), dim=0)
-    return crops
+    return _as_shown(crops, frames["repeats"])
+
+
+def _as_shown(crops: torch.Tensor, repeats: torch.Tensor) -> torch.Tensor:
+    """One row per output frame: each unique frame's crop repeated as often as it is shown."""
+    return crops.repeat_interleave(repeats.to(crops.device), dim=0) if bool((repeats != 1).any()) else crops
 
 
 def _uncrop(planes: list[torch.Tensor], size: tuple[int, int], region: tuple[int, int]) -> list[torch.Tensor]:

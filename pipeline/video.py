@@ -414,7 +414,7 @@ class _ChunkBuilder:
         self.resizes = reader.handover == "crop"  # swscale's RGB, resized and cropped here
         self.handover = "rgb" if self.resizes else reader.handover
         self.images, self.repeats, self.source, self.bytes = [], [], [], 0
-        self.resized = self.resized_bytes = 0  # images[:resized] are crops already (handover "crop")
+        self.resized = 0  # images[:resized] are crops already (handover "crop")
         self.times_from = 0  # output index of the chunk's first frame
         self.meta = None
         self.done: list[Chunk] = []
@@ -436,26 +436,23 @@ class _ChunkBuilder:
             self.source.append(index)
             self.bytes += sum(p.nbytes for p in planes)
             filled -= shown
-            if self.resizes and self.bytes - self.resized_bytes >= RESIZE_GROUP_BYTES:
+            if self.resizes and sum(image[0].nbytes for image in self.images[self.resized:]) >= RESIZE_GROUP_BYTES:
                 self._resize_group()
             if sum(self.repeats) >= self.max_frames or self.bytes >= MAX_CHUNK_BYTES:
                 self.close()
 
     def _resize_group(self) -> None:
         """The chunk's frames not yet resized -> crops, in place (handover "crop")."""
-        import torch
-
         group = self.images[self.resized:]
         if not group:
             return
-
-        rgb = {"kind": "rgb", "planes": [torch.from_numpy(np.stack([image[0] for image in group]))],
-               "repeats": torch.ones(len(group), dtype=torch.int64), "rotation": self.meta["rotation"],
-               "size": (self.meta["height"], self.meta["width"]), "window": self.meta.get("window")}
-        crops = to_crops(rgb).numpy()
+        rgb = Frames(kind="rgb", planes=(np.stack([image[0] for image in group]),),
+                     repeats=np.ones(len(group), dtype=np.int64), rotation=self.meta["rotation"],
+                     size=(self.meta["height"], self.meta["width"]), window=self.meta.get("window"))
+        crops = to_crops(rgb.to_dict()).numpy()
         self.images[self.resized:] = [(crop,) for crop in crops]
         self.bytes += crops.nbytes - sum(image[0].nbytes for image in group)
-        self.resized, self.resized_bytes = len(self.images), self.bytes
+        self.resized = len(self.images)
 
     def close(self) -> None:
         if self.images:
@@ -469,7 +466,7 @@ class _ChunkBuilder:
         if self.resizes:
             self._resize_group()
         meta = dict(self.meta or {})
-        if self.resized:
+        if self.resizes:
             meta.update(kind="crop", window=None, rotation=0)  # (turned upright before the resize)
         planes = tuple(np.stack([image[i] for image in self.images]) for i in range(len(self.images[0]))) \
             if self.images else ()
@@ -479,7 +476,7 @@ class _ChunkBuilder:
                         region=meta.get("region"), interlaced=meta.get("interlaced", False), window=meta.get("window"))
         self.times_from += count
         self.images, self.repeats, self.source, self.bytes = [], [], [], 0
-        self.resized = self.resized_bytes = 0
+        self.resized = 0
         return Chunk(times=times, source_index=source_index, frames=frames)
 
 
