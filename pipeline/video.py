@@ -481,9 +481,16 @@ class _ChunkBuilder:
 
 
 def video_stream(container):
-    """The file's first video stream that is not a still picture, or None. A cover picture (an
-    audio file's album art, a thumbnail in an MP4 or Matroska file) is a one-frame video stream to
-    FFmpeg: read as the video, an audio file would be stored as one frame of its cover."""
+    """The video stream FFmpeg picks (av_find_best_stream, as the ffmpeg tool, players and decord
+    do: the default-flagged one, else the one with more frames, else the higher bit rate), unless it
+    is a still picture; then the first video stream that is not one; or None. A file may hold other
+    video tracks, placed first: a small preview, a depth map, a thumbnail; read in stream order, a
+    camera's file was stored as its 64x48 preview. A cover picture (an audio file's album art, a
+    thumbnail in an MP4 or Matroska file) is a one-frame video stream to FFmpeg: read as the video,
+    an audio file would be stored as one frame of its cover."""
+    best = container.streams.best("video")
+    if best is not None and not _is_picture(best):
+        return best
     return next((s for s in container.streams.video if not _is_picture(s)), None)
 
 

@@ -35,10 +35,11 @@ def clips(tmp_path_factory):
     return folder / "all"
 
 
-def reference(path):
-    """(RGB frames in presentation order, source frame on screen at each k / 30) by a plain decode."""
+def reference(path, video=0):
+    """(RGB frames in presentation order, source frame on screen at each k / 30) by a plain decode
+    (of the file's first video stream, or of the `video`-th)."""
     with av.open(str(path)) as container:
-        frames = list(container.decode(video=0))
+        frames = list(container.decode(video=video))
     rgb = np.stack([f.to_ndarray(format="rgb24") for f in frames])
     times = np.array([float(f.time) for f in frames])
     times -= times[0]
@@ -311,3 +312,40 @@ def test_an_audio_file_with_a_cover_picture_is_not_taken_for_a_one_frame_video(t
     with pytest.raises(VideoError, match=r"no video stream \(the file holds only audio, a cover picture\)"):
         VideoReader(path, 30.0)
 
+
+
+
+def write_two_tracks(path, small_frames):
+    """A camera's file: a 64x48 track first (a preview, or with one frame a thumbnail, which Matroska
+    keeps as a plain video track), then the 176x144 main track, flagged default: the one FFmpeg's
+    best-stream choice picks, as the ffmpeg tool, players and decord do."""
+    with av.open(str(path), "w") as container:
+        small = container.add_stream("libx264", rate=30)
+        small.width, small.height, small.pix_fmt, small.disposition = 64, 48, "yuv420p", 0
+        main = container.add_stream("libx264", rate=30)
+        main.width, main.height, main.pix_fmt = 176, 144, "yuv420p"
+        main.disposition = av.stream.Disposition.default
+        for i in range(30):
+            for stream in (main, small)[:1 + (i < small_frames)]:
+                frame = av.VideoFrame.from_ndarray(scene(i, stream.width, stream.height), format="rgb24")
+                frame.pts = i
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for stream in (main, small):
+            for packet in stream.encode():
+                container.mux(packet)
+
+
+@pytest.mark.parametrize("name, small_frames", [("preview_first.mp4", 30), ("thumbnail_first.mkv", 1)])
+def test_the_main_video_track_is_read_not_a_smaller_track_placed_first(tmp_path, name, small_frames):
+    from pipeline.decord_video import open_video
+
+    path = tmp_path / name
+    write_two_tracks(path, small_frames)
+    rgb, shown = reference(path, video=1)
+    index, crops = decode(path, "rgb")
+    assert index == shown
+    expected = transformed(rgb[shown])
+    np.testing.assert_allclose(crops.permute(0, 3, 1, 2).float(), (expected * STD + MEAN) * 255, atol=1.5)
+    reader = open_video(path, 30.0, "rgb", "decord")  # decord reads FFmpeg's pick: the main track too
+    assert next(reader.chunks()).frames.planes[0].shape[1:3] == (144, 176)
