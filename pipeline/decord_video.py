@@ -22,6 +22,8 @@ saying so, and measured slower on the others (BENCHMARKS.md, bench_decode.py), h
   whose decord timestamps are missing (its marker is about -1e14 s; AVI files with B-frames get it
   for every frame), not finite, out of order, or past the file's own duration, or whose frames
   decord does not give as RGB (decord2 3.4 returns 4 channels for some frame widths).
+Not seen by the rule: a picture size that changes mid-stream, which decord stretches to the first
+frame's size without a word (nothing in the header tells it); PyAV resizes each frame from its own.
 """
 
 from __future__ import annotations

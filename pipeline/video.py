@@ -407,7 +407,8 @@ class _PresentationClock:
 class _ChunkBuilder:
     """Collects the frames that are shown, converted for the hand-over, into Chunks (`done`): at most
     `max_frames` output frames each (a frame shown longer is split across chunks) and one description
-    of the pixels each (a chunk is closed when the colour matrix, range, interlacing or rotation changes)."""
+    of the pixels each (a chunk is closed when the size, pixel format, colour matrix, range, interlacing
+    or rotation changes)."""
 
     def __init__(self, reader: VideoReader, max_frames: int):
         self.reader, self.max_frames = reader, max_frames
@@ -421,12 +422,10 @@ class _ChunkBuilder:
 
     def add(self, frame, index: int, filled: int) -> None:
         planes, meta = _handover(frame, self.handover)
-        if self.meta is not None and (meta["width"], meta["height"], meta["format"]) != (
-                self.meta["width"], self.meta["height"], self.meta["format"]):
-            # the size or format changed mid-stream: make it look like the frames before
-            planes, meta = _handover(frame.reformat(width=self.meta["width"], height=self.meta["height"],
-                                                    format=self.meta["format"]), self.handover)
         if self.meta is not None and meta != self.meta:
+            # A new chunk where the description changes: each frame is resized and cropped from its own
+            # size, as torchvision's transforms would take it. (The size changes mid-stream where a phone
+            # recording its screen is turned, or a video call adapts its resolution.)
             self.close()
         self.meta = meta
         while filled:

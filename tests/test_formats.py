@@ -349,3 +349,42 @@ def test_the_main_video_track_is_read_not_a_smaller_track_placed_first(tmp_path,
     np.testing.assert_allclose(crops.permute(0, 3, 1, 2).float(), (expected * STD + MEAN) * 255, atol=1.5)
     reader = open_video(path, 30.0, "rgb", "decord")  # decord reads FFmpeg's pick: the main track too
     assert next(reader.chunks()).frames.planes[0].shape[1:3] == (144, 176)
+
+
+def write_size_change(path, sizes=((240, 160), (160, 240)), frames_each=12):
+    """One H.264 stream whose picture size changes mid-stream (parameter sets in-band, as a phone
+    recording its screen writes when it is turned): `frames_each` frames at each (width, height)."""
+    options = {"preset": "ultrafast", "x264-params": "bframes=0:repeat-headers=1:annexb=1"}
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt, stream.options = *sizes[0], "yuv420p", options
+        encoders = [stream.codec_context]
+        for width, height in sizes[1:]:
+            encoder = av.CodecContext.create("libx264", "w")
+            encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+            encoder.time_base, encoder.options = Fraction(1, 30), options
+            encoders.append(encoder)
+        for part, ((width, height), encoder) in enumerate(zip(sizes, encoders)):
+            for i in range(part * frames_each, (part + 1) * frames_each):
+                frame = av.VideoFrame.from_ndarray(scene(i, width, height), format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, 30)
+                for packet in encoder.encode(frame):
+                    packet.stream = stream
+                    container.mux(packet)
+            for packet in encoder.encode():
+                packet.stream = stream
+                container.mux(packet)
+
+
+@pytest.mark.parametrize("handover", ["rgb", "yuv", "crop"])
+def test_a_picture_size_change_mid_stream_resizes_each_frame_from_its_own_size(tmp_path, handover):
+    path = tmp_path / "turned.mp4"
+    write_size_change(path, sizes=((240, 160), (160, 240), (120, 80)))
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert sorted({f.shape for f in frames}) == [(80, 120, 3), (160, 240, 3), (240, 160, 3)]
+    index, crops = decode(path, handover)
+    assert index == list(range(36))
+    expected = torch.cat([transformed(f[None]) for f in frames])
+    np.testing.assert_allclose(crops.permute(0, 3, 1, 2).float(), (expected * STD + MEAN) * 255,
+                               atol=1.5 if handover != "yuv" else 3.5)
