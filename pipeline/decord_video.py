@@ -22,6 +22,7 @@ saying so, and measured slower on the others (BENCHMARKS.md, bench_decode.py), h
   whose decord timestamps are missing (its marker is about -1e14 s; AVI files with B-frames get it
   for every frame), not finite, out of order, or past the file's own duration, or whose frames
   decord does not give as RGB (decord2 3.4 returns 4 channels for some frame widths).
+A display matrix that mirrors the picture (a front camera's) also sends a file to PyAV.
 Not seen by the rule: a picture size that changes mid-stream, which decord stretches to the first
 frame's size without a word (nothing in the header tells it); PyAV resizes each frame from its own.
 """
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .video import (MAX_CHUNK_BYTES, MAX_CHUNK_FRAMES, YUV_FORMATS, Chunk, Frames, VideoError, VideoReader,
-                    first_line, float32_time_tolerance, resample, video_stream)
+                    first_line, float32_time_tolerance, orientation, resample, video_stream)
 
 DECODERS = ("auto", "pyav", "decord")
 # The containers decord is given (by suffix), those its frames are tested against PyAV's on. Not MPEG
@@ -80,6 +81,8 @@ def _fit_for_decord(path) -> bool:
                 return False
             first, earliest = _first_frame_and_earliest_pts(container, stream)
             if first is None or first.pts is None or earliest < first.pts or _open_gop(container, stream):
+                return False
+            if orientation(first)[1]:  # mirrored by its display matrix: decord would turn it instead
                 return False
             return codec.field_order == PROGRESSIVE or not first.interlaced_frame
     except (av.error.FFmpegError, AttributeError):  # (no video stream)

@@ -177,6 +177,8 @@ def to_crops(frames: dict, device: torch.device | str = "cpu") -> torch.Tensor:
                          interlaced=frames.get("interlaced", False))
     else:
         rgb = planes[0].permute(0, 3, 1, 2)
+    if frames.get("mirror"):
+        rgb = rgb.flip(3)
     if frames["rotation"]:
         rgb = torch.rot90(rgb, k=frames["rotation"] // 90, dims=(2, 3))
     if frames.get("window"):  # only an aligned window of each frame came, already RGB (see aligned_window)

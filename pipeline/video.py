@@ -143,13 +143,15 @@ class Frames:
     kind "yuv": `planes` = (Y (n, H, W), U (n, h, w), V (n, h, w)), 8-bit, with `matrix` (FFmpeg's
     colorspace name) and `full_range`: converted by torch on the CNN's device. kind "rgb": `planes` = (RGB (n, H, W, 3) uint8,), converted by FFmpeg (swscale).
     kind "crop": `planes` = (uint8 (n, 224, 224, 3),), the rgb frames already resized and cropped (a CPU box's worker).
-    `rotation`: degrees counterclockwise the frames must turn to be upright (the display matrix).
+    `rotation`: degrees counterclockwise the frames must turn to be upright (the display matrix), after
+    being mirrored left to right where `mirror` (video.orientation).
     `interlaced`: the decoder flags the frames as two interleaved fields (see preprocess.yuv_to_rgb)."""
 
     kind: str
     planes: tuple
     repeats: np.ndarray  # (n,) output frames each unique frame fills, >= 1
     rotation: int = 0
+    mirror: bool = False
     size: tuple[int, int] = (0, 0)  # (height, width) of the decoded frames
     region: tuple[int, int] | None = None  # (top, left) where the planes lie when only the crop's part came
     window: tuple[int, int, int, int] | None = None  # kind "rgb": only this aligned window of each frame came
@@ -161,7 +163,8 @@ class Frames:
         import torch
 
         return {"kind": self.kind, "planes": [torch.from_numpy(p) for p in self.planes],
-                "repeats": torch.from_numpy(self.repeats), "rotation": self.rotation, "size": self.size,
+                "repeats": torch.from_numpy(self.repeats), "rotation": self.rotation, "mirror": self.mirror,
+                "size": self.size,
                 "region": self.region, "matrix": self.matrix, "full_range": self.full_range,
                 "interlaced": self.interlaced, "window": self.window}
 
@@ -446,7 +449,7 @@ class _ChunkBuilder:
         if not group:
             return
         rgb = Frames(kind="rgb", planes=(np.stack([image[0] for image in group]),),
-                     repeats=np.ones(len(group), dtype=np.int64), rotation=self.meta["rotation"],
+                     repeats=np.ones(len(group), dtype=np.int64), rotation=self.meta["rotation"], mirror=self.meta["mirror"],
                      size=(self.meta["height"], self.meta["width"]), window=self.meta.get("window"))
         crops = to_crops(rgb.to_dict()).numpy()
         self.images[self.resized:] = [(crop,) for crop in crops]
@@ -466,10 +469,11 @@ class _ChunkBuilder:
             self._resize_group()
         meta = dict(self.meta or {})
         if self.resizes:
-            meta.update(kind="crop", window=None, rotation=0)  # (turned upright before the resize)
+            meta.update(kind="crop", window=None, rotation=0, mirror=False)  # (turned upright before the resize)
         planes = tuple(np.stack([image[i] for image in self.images]) for i in range(len(self.images[0]))) \
             if self.images else ()
         frames = Frames(kind=meta.get("kind", "rgb"), planes=planes, repeats=repeats, rotation=meta.get("rotation", 0),
+                        mirror=meta.get("mirror", False),
                         matrix=meta.get("matrix", "bt470bg"),
                         full_range=meta.get("full_range", False), size=(meta.get("height", 0), meta.get("width", 0)),
                         region=meta.get("region"), interlaced=meta.get("interlaced", False), window=meta.get("window"))
@@ -507,24 +511,43 @@ def _is_picture(stream) -> bool:
     return stream.type == "video" and bool(stream.disposition & still)
 
 
-def _rotation(frame) -> int:
+def orientation(frame) -> tuple[int, bool]:
+    """(rotation, mirror): how the frame is turned upright by its display matrix, as the ffmpeg tool's
+    autorotation turns it: mirrored left to right first (`mirror`), then turned `rotation` degrees
+    counterclockwise. A front camera may mark its clips mirrored ([-1 0; 0 1]), which FFmpeg reports
+    as a rotation of 180 degrees: turned, they would be upside down. Other angles are rounded to the
+    nearest 90 (the ffmpeg tool rotates by the exact angle, filling the corners)."""
+    side_data = frame.side_data.get("DISPLAYMATRIX")
+    if side_data is None:
+        return 0, False
     try:
         angle = frame.rotation or 0
-    except Exception:  # no display matrix
-        return 0
-    return int(round(angle / 90.0)) * 90 % 360
+    except Exception:  # a matrix FFmpeg cannot read a rotation from
+        return 0, False
+    m = np.frombuffer(bytes(side_data), dtype=np.int32)  # 16.16 fixed point: a b u / c d v / x y w
+    theta = round(-angle / 90.0) * 90 % 360  # clockwise, as fftools' get_rotation gives it
+    if theta == 90:  # "transpose=cclock_flip" where m[3] > 0, else "transpose=clock"
+        return (90, True) if m[3] > 0 else (270, False)
+    if theta == 180:  # "hflip" where m[0] < 0, "vflip" where m[4] < 0 (both: a half turn)
+        return {(True, True): (180, False), (True, False): (0, True), (False, True): (180, True)}.get(
+            (bool(m[0] < 0), bool(m[4] < 0)), (180, False))
+    if theta == 270:  # "transpose=clock_flip" where m[3] < 0, else "transpose=cclock"
+        return (270, True) if m[3] < 0 else (90, False)
+    return (180, True) if m[4] < 0 else (0, False)  # "vflip" where m[4] < 0
 
 
 def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
     """The frame's pixels for the CNN side, and what describes them (equal for frames of one chunk)."""
     name = frame.format.name
-    meta = {"width": frame.width, "height": frame.height, "format": name, "rotation": _rotation(frame)}
+    rotation, mirror = orientation(frame)
+    meta = {"width": frame.width, "height": frame.height, "format": name, "rotation": rotation, "mirror": mirror}
+    upright = not rotation and not mirror
     # (swscale interpolates the chroma of odd-sized frames instead of repeating it, and of interlaced
     # 4:2:0 frames whose fields have an odd number of rows: those go as RGB)
     rows = 4 if frame.interlaced_frame else 2
     if handover == "yuv" and name in YUV_FORMATS and frame.width % 2 == 0 and frame.height % rows == 0:
         planes = tuple(_plane(p) for p in frame.planes[:3])
-        if not meta["rotation"]:  # hand over only what the centre crop is made of (half of 720p)
+        if upright:  # hand over only what the centre crop is made of (half of 720p)
             top, bottom, left, right = needed_region(frame.width, frame.height)
             planes = _crop_planes(planes, top, bottom, left, right)
             meta["region"] = (top, left)
@@ -534,7 +557,7 @@ def _handover(frame, handover: str) -> tuple[tuple[np.ndarray, ...], dict]:
         return planes, meta
     meta.update(kind="rgb")
     window = aligned_window(frame.width, frame.height) if (
-        name in YUV_FORMATS and frame.width % 2 == 0 and frame.height % 2 == 0 and not meta["rotation"]
+        name in YUV_FORMATS and frame.width % 2 == 0 and frame.height % 2 == 0 and upright
         and not frame.interlaced_frame) else None  # (PyAV cannot flag a new frame interlaced: those go whole)
     # (10- and 12-bit frames go whole: swscale upsamples their chroma by the frame's chroma location,
     # which PyAV cannot set on a new frame; cut, a 10-bit HEVC frame came out 33 levels off)

@@ -388,3 +388,33 @@ def test_a_picture_size_change_mid_stream_resizes_each_frame_from_its_own_size(t
     expected = torch.cat([transformed(f[None]) for f in frames])
     np.testing.assert_allclose(crops.permute(0, 3, 1, 2).float(), (expected * STD + MEAN) * 255,
                                atol=1.5 if handover != "yuv" else 3.5)
+
+
+# Each display matrix [a b; c d] and what the ffmpeg tool's autorotation makes of the picture (fftools:
+# transpose, hflip and vflip, by the angle and the matrix's signs). Mirrored ones are a front camera's.
+UPRIGHT = {
+    (1, 0, 0, 1): lambda image: image,
+    (0, 1, -1, 0): lambda image: np.rot90(image, -1),  # turned clockwise (portrait phone footage)
+    (0, -1, 1, 0): lambda image: np.rot90(image, 1),
+    (-1, 0, 0, -1): lambda image: np.rot90(image, 2),
+    (-1, 0, 0, 1): lambda image: image[:, ::-1],  # mirrored left to right (FFmpeg: a rotation of 180)
+    (1, 0, 0, -1): lambda image: image[::-1],
+    (0, 1, 1, 0): lambda image: image.transpose(1, 0, 2),
+    (0, -1, -1, 0): lambda image: np.rot90(image, -1)[::-1],
+}
+
+
+@pytest.mark.parametrize("matrix", list(UPRIGHT))
+def test_every_display_matrix_turns_and_mirrors_the_picture_as_ffmpeg_does(tmp_path, matrix):
+    from videos import set_display_matrix, write_video
+
+    from pipeline.decord_video import open_video
+
+    path = set_display_matrix(write_video(tmp_path / "phone.mp4", [scene(i, 176, 144) for i in range(3)]), *matrix)
+    rgb, shown = reference(path)  # (PyAV's frames as coded)
+    expected = transformed(np.stack([np.ascontiguousarray(UPRIGHT[matrix](f)) for f in rgb[shown]]))
+    for handover, levels in (("rgb", 1.5), ("crop", 1.5), ("yuv", 3.5)):
+        _, crops = decode(path, handover)
+        np.testing.assert_allclose(crops.permute(0, 3, 1, 2).float(), (expected * STD + MEAN) * 255, atol=levels)
+    if matrix[0] * matrix[3] - matrix[1] * matrix[2] < 0:  # mirrored: decord would turn it, so PyAV reads it
+        assert isinstance(open_video(path, 30.0, "rgb", "decord"), VideoReader)

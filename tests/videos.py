@@ -58,10 +58,15 @@ def write_video(path, frames: int | list[np.ndarray], fps: float = 30, width: in
 def rotate_90_on_display(path) -> Path:
     """Mark an mp4 as shown turned 90 degrees clockwise, as phones mark portrait footage: the display
     matrix in the track header (tkhd), which players, ffmpeg and decord apply."""
+    return set_display_matrix(path, 0, 1, -1, 0)
+
+
+def set_display_matrix(path, a: int, b: int, c: int, d: int) -> Path:
+    """Write the display matrix [a b; c d] (each -1, 0 or 1) into an mp4's track header (tkhd)."""
     path = Path(path)
     data = bytearray(path.read_bytes())
     matrix = data.index(b"tkhd") - 4 + 48  # box start, then a version-0 tkhd's fields up to its matrix
-    data[matrix:matrix + 36] = struct.pack(">9i", 0, 1 << 16, 0, -(1 << 16), 0, 0, 0, 0, 1 << 30)
+    data[matrix:matrix + 36] = struct.pack(">9i", a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30)
     path.write_bytes(data)
     return path
 
