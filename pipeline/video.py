@@ -238,6 +238,7 @@ class VideoReader:
         self.codec_name = codec.name
         self.duration = self.source_fps = 0.0
         self.frames_decoded = 0
+        self.packets_hidden = 0  # packets an edit list hides (decoded for the frames after them, never shown)
 
     def close(self) -> None:
         self.container.close()
@@ -304,6 +305,7 @@ class VideoReader:
             for packet in self.container.demux(self.stream):
                 if packet.pts is not None and packet.time_base:
                     at = float(packet.pts * packet.time_base)
+                self.packets_hidden += packet.is_discard and packet.size > 0
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError as e:
@@ -358,7 +360,9 @@ class VideoReader:
         return count, None
 
     def _check_frame_count(self) -> None:
-        listed = self.stream.frames
+        # The container lists the samples an edit list hides too: a clip cut from a long GOP without
+        # re-encoding (`ffmpeg -ss T -c copy`, a phone editor's quick export) keeps the GOP's start.
+        listed = self.stream.frames and self.stream.frames - self.packets_hidden
         if listed and not (listed / 2 - 2 <= self.frames_decoded <= 1.5 * listed + 2):
             raise VideoError(f"the container lists {listed} frames, but {self.frames_decoded} were decoded "
                              f"(a damaged file)")

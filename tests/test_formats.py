@@ -418,3 +418,31 @@ def test_every_display_matrix_turns_and_mirrors_the_picture_as_ffmpeg_does(tmp_p
         np.testing.assert_allclose(crops.permute(0, 3, 1, 2).float(), (expected * STD + MEAN) * 255, atol=levels)
     if matrix[0] * matrix[3] - matrix[1] * matrix[2] < 0:  # mirrored: decord would turn it, so PyAV reads it
         assert isinstance(open_video(path, 30.0, "rgb", "decord"), VideoReader)
+
+
+def test_a_clip_cut_from_a_long_gop_without_re_encoding_keeps_its_shown_frames(tmp_path):
+    """`ffmpeg -ss T -c copy` (or a phone editor's quick export) keeps the packets from the keyframe
+    before T, and an edit list hides the 75 before T: the container lists 105 samples for 30 shown."""
+    from pipeline.decord_video import open_video
+
+    path = tmp_path / "trimmed.mp4"
+    with av.open(str(path), "w", options={"video_track_timescale": "600"}) as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 176, 144, "yuv420p"
+        stream.options = {"preset": "ultrafast", "x264-params": "bframes=2:keyint=90:min-keyint=90:scenecut=0"}
+        stream.codec_context.time_base = Fraction(1, 600)
+        for i in range(105):
+            frame = av.VideoFrame.from_ndarray(scene(i, 176, 144), format="rgb24")
+            frame.pts, frame.time_base = (i - 75) * 20, Fraction(1, 600)  # before 0: hidden by the edit list
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    rgb, shown = reference(path)
+    assert len(rgb) == 30
+    expected = (transformed(rgb[shown]) * STD + MEAN) * 255
+    for reader in (VideoReader(path, 30.0, "crop"), open_video(path, 30.0, "rgb", "decord")):
+        chunks = list(reader.chunks())
+        crops = torch.cat([to_crops(chunk.frames.to_dict()) for chunk in chunks])
+        assert np.concatenate([chunk.source_index for chunk in chunks]).tolist() == shown
+        np.testing.assert_allclose(crops.permute(0, 3, 1, 2).float(), expected, atol=1.5)
