@@ -239,6 +239,7 @@ class VideoReader:
         self.duration = self.source_fps = 0.0
         self.frames_decoded = 0
         self.packets_hidden = 0  # packets an edit list hides (decoded for the frames after them, never shown)
+        self.cut_short = False  # the file ends before a sample it has begun (`_cut_off`)
 
     def close(self) -> None:
         self.container.close()
@@ -302,7 +303,7 @@ class VideoReader:
         errors = self.errors  # FFmpeg's errors so far: from opening the file on (a damaged header counts)
         unshown = {}  # pts -> why, for packets the decoder logged an error for before the first frame
         try:
-            for packet in self.container.demux(self.stream):
+            for packet in self._packets():
                 if packet.pts is not None and packet.time_base:
                     at = float(packet.pts * packet.time_base)
                 self.packets_hidden += packet.is_discard and packet.size > 0
@@ -323,16 +324,56 @@ class VideoReader:
                         raise VideoError(why)
                     if packet.pts is not None:
                         unshown[packet.pts] = why
-                for frame in frames:
-                    if frame.is_corrupt:
-                        raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: the decoder "
-                                         f"reports a corrupt frame (frame {self.frames_decoded})")
-                    if frame.pts is not None and frame.pts in unshown:
-                        raise VideoError(unshown[frame.pts])
-                    self.frames_decoded += 1
-                    yield frame
+                yield from self._checked(frames, at, unshown)
         except av.error.FFmpegError as e:  # the demuxer: a truncated or damaged container
-            raise VideoError(f"damaged container near {at:.2f} s: {_one_line(e)}") from None
+            if not self._cut_off():
+                raise VideoError(f"damaged container near {at:.2f} s: {_one_line(e)}") from None
+            # The file ends before its next sample starts: a recording cut off (a crash leaves a
+            # fragmented MP4 so). The samples before are whole, as the frames of an unfinished Matroska
+            # recording are; the decoder gives back the frames it still holds, checked as any.
+            yield from self._checked(self.stream.codec_context.decode(None), at, unshown)
+
+    def _packets(self):
+        """The stream's packets, less a last one that the end of a cut-off file cut short: MP4's demuxer
+        reads it short, flags it corrupt, and then finds the file ending before the next sample
+        (`_cut_off`). Decoded, it fails the video (H.264: "Invalid data") or gives a damaged last frame.
+        A packet flagged corrupt that more data follows is passed on, for the decoder to judge."""
+        held = None
+        try:
+            for packet in self.container.demux(self.stream):
+                if held is not None and (packet.size or not self._cut_off()):
+                    yield held
+                held = None
+                if packet.is_corrupt and packet.size:
+                    held = packet
+                else:
+                    yield packet
+        except Exception:
+            if held is not None and not self._cut_off():
+                yield held
+            raise
+
+    def _checked(self, frames, at: float, unshown: dict):
+        """The decoded frames, failing the video on one the decoder reports corrupt, or one whose packet
+        it logged an error for (`unshown`: by pts)."""
+        for frame in frames:
+            if frame.is_corrupt:
+                raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: the decoder "
+                                 f"reports a corrupt frame (frame {self.frames_decoded})")
+            if frame.pts is not None and frame.pts in unshown:
+                raise VideoError(unshown[frame.pts])
+            self.frames_decoded += 1
+            yield frame
+
+    def _cut_off(self) -> bool:
+        """Whether FFmpeg's last error is MP4/MOV's demuxer finding that the file ends before the next
+        sample starts ("partial file"; it checks each sample's start against the file's end)."""
+        import av
+
+        last = av.logging.get_last_error()[1]
+        cut = last is not None and last[1] == self.container.format.name and "partial file" in last[2]
+        self.cut_short |= cut
+        return cut
 
     def _logged_error(self, since: int, at: float, at_end: bool) -> tuple[int, str | None]:
         """FFmpeg's error count, and the reason its last error since the count `since` gives (`at`: the
@@ -340,7 +381,8 @@ class VideoReader:
         H.264's. Not counted: another stream's decoder (an audio header probed at opening); H.264's
         decoder, which flags every frame it conceals damage in (`is_corrupt`) and also logs for data it
         rightly skips (a truncated SEI); and the demuxer meeting the end of a cut-off file (`at_end`:
-        "File ended prematurely", an unfinished recording, whose frames before are whole; a cut-off
+        "File ended prematurely", or MP4's "partial file" met wherever FFmpeg reads ahead, as it may
+        while opening a short file: an unfinished recording, whose frames before are whole; a cut-off
         last frame is the decoder's to report). (PyAV counts every error while its log is silenced,
         and keeps the last. The count is the process's: two readers decoding at once in one process
         would blame each other's errors; the pipeline decodes one video at a time in each process.)"""
@@ -353,7 +395,7 @@ class VideoReader:
         words = repr(first_line(message)[:200])
         if re.fullmatch(r"'at -?[\d.]+ seconds'", words):  # the second half of FFV1's "slice CRC mismatch"
             words = "a slice whose checksum does not match"
-        if name == self.container.format.name and not at_end:
+        if name == self.container.format.name and not at_end and not self._cut_off():
             return count, f"damaged container near {at:.2f} s: the demuxer reports {words}"
         if name == self.codec_name and name != "h264":
             return count, f"damaged {name} data near {at:.2f} s: the decoder reports {words}"
@@ -363,6 +405,9 @@ class VideoReader:
         # The container lists the samples an edit list hides too: a clip cut from a long GOP without
         # re-encoding (`ffmpeg -ss T -c copy`, a phone editor's quick export) keeps the GOP's start.
         listed = self.stream.frames and self.stream.frames - self.packets_hidden
+        if listed and self.cut_short:  # an index written before the file was cut: an incomplete copy
+            raise VideoError(f"the file is cut off: {self.frames_decoded} of the {listed} frames its index "
+                             f"lists are in it (an incomplete copy)")
         if listed and not (listed / 2 - 2 <= self.frames_decoded <= 1.5 * listed + 2):
             raise VideoError(f"the container lists {listed} frames, but {self.frames_decoded} were decoded "
                              f"(a damaged file)")

@@ -280,6 +280,47 @@ def test_an_unfinished_matroska_recording_keeps_its_whole_frames(tmp_path, name)
     assert (crops.permute(0, 3, 1, 2).float() - expected).abs().max() <= 1.5
 
 
+def write_mp4_with_sound(path, movflags: str):
+    """45 frames of H.264 and AAC in an MP4 written with `movflags` (fragmented, as OBS records
+    crash-safe, or with its index first, as web video is served)."""
+    with av.open(str(path), "w", options={"movflags": movflags}) as container:
+        video = container.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = 176, 144, "yuv420p"
+        video.options = {"preset": "ultrafast", "x264-params": "bframes=0:keyint=10"}
+        audio = container.add_stream("aac", rate=16000)
+        for i in range(45):
+            frame = av.VideoFrame.from_ndarray(scene(i, 176, 144), format="rgb24")
+            frame.pts = i
+            packets = video.encode(frame)
+            if i % 2 == 0:
+                sound = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+                sound.sample_rate, sound.pts = 16000, i // 2 * 1024
+                packets += audio.encode(sound)
+            for packet in packets:
+                container.mux(packet)
+        for packet in [*video.encode(), *audio.encode()]:
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("share", [0.5, 0.7, 0.9])
+def test_a_cut_off_fragmented_mp4_recording_keeps_its_whole_frames_and_an_indexed_copy_fails(tmp_path, share):
+    """Cut inside a sample, MP4's demuxer reads it short and flags it corrupt, then logs "partial file"
+    for the next (while opening, for a file this short). A fragmented recording (OBS's crash-safe
+    format) keeps its whole frames, as an unfinished Matroska one does; an MP4 whose index lists the
+    frames it lost is an incomplete copy, and fails saying so."""
+    whole = write_mp4_with_sound(tmp_path / "recording.mp4", "frag_keyframe+empty_moov+default_base_moof")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:int(whole.stat().st_size * share)])
+    (whole_index, whole_crops), (index, crops) = decode(whole, "rgb"), decode(cut, "rgb")
+    assert len(index) >= 45 * share - 8 and index == whole_index[:len(index)]
+    assert torch.equal(crops, whole_crops[:len(index)])
+    indexed = write_mp4_with_sound(tmp_path / "download.mp4", "faststart")
+    cut.write_bytes(indexed.read_bytes()[:int(indexed.stat().st_size * share)])
+    with pytest.raises(VideoError, match=r"^the file is cut off: \d+ of the 45 frames its index lists are in it"):
+        decode(cut, "rgb")
+
+
 def test_a_file_without_video_says_what_it_holds(tmp_path):
     from test_reliability import write_audio_only
 
