@@ -23,8 +23,9 @@ saying so, and measured slower on the others (BENCHMARKS.md, bench_decode.py), h
   for every frame), not finite, out of order, or past the file's own duration, or whose frames
   decord does not give as RGB (decord2 3.4 returns 4 channels for some frame widths).
 A display matrix that mirrors the picture (a front camera's) also sends a file to PyAV.
-Not seen by the rule: a picture size that changes mid-stream, which decord stretches to the first
-frame's size without a word (nothing in the header tells it); PyAV resizes each frame from its own.
+Not seen by the rule: a picture size or pixel format that changes mid-stream, which decord converts
+as the first frame's (stretched; 8-bit then 10-bit came out 57 levels off) without a word (nothing in
+the header tells it); PyAV converts and resizes each frame as it is.
 """
 
 from __future__ import annotations

@@ -239,7 +239,8 @@ class VideoReader:
         self.duration = self.source_fps = 0.0
         self.frames_decoded = 0
         self.packets_hidden = 0  # packets an edit list hides (decoded for the frames after them, never shown)
-        self.cut_short = False  # the file ends before a sample it has begun (`_cut_off`)
+        self.cut_short = False  # the file ends inside a sample (`_packets`)
+        self.sample_missing = None  # the demuxer's reason, where it found a sample placed past the end
 
     def close(self) -> None:
         self.container.close()
@@ -304,6 +305,9 @@ class VideoReader:
         unshown = {}  # pts -> why, for packets the decoder logged an error for before the first frame
         try:
             for packet in self._packets():
+                if packet is None:  # the file ended inside the last packet: what the decoder still holds
+                    yield from self._checked(self.stream.codec_context.decode(None), at, unshown)
+                    break
                 if packet.pts is not None and packet.time_base:
                     at = float(packet.pts * packet.time_base)
                 self.packets_hidden += packet.is_discard and packet.size > 0
@@ -326,32 +330,38 @@ class VideoReader:
                         unshown[packet.pts] = why
                 yield from self._checked(frames, at, unshown)
         except av.error.FFmpegError as e:  # the demuxer: a truncated or damaged container
-            if not self._cut_off():
-                raise VideoError(f"damaged container near {at:.2f} s: {_one_line(e)}") from None
-            # The file ends before its next sample starts: a recording cut off (a crash leaves a
-            # fragmented MP4 so). The samples before are whole, as the frames of an unfinished Matroska
-            # recording are; the decoder gives back the frames it still holds, checked as any.
-            yield from self._checked(self.stream.codec_context.decode(None), at, unshown)
+            raise VideoError(f"damaged container near {at:.2f} s: {_one_line(e)}") from None
+        if self.sample_missing and not self.cut_short:  # (a sample the index places past the end, with no cut)
+            raise VideoError(self.sample_missing)
 
     def _packets(self):
-        """The stream's packets, less a last one that the end of a cut-off file cut short: MP4's demuxer
-        reads it short, flags it corrupt, and then finds the file ending before the next sample
-        (`_cut_off`). Decoded, it fails the video (H.264: "Invalid data") or gives a damaged last frame.
-        A packet flagged corrupt that more data follows is passed on, for the decoder to judge."""
+        """The stream's packets, less a last one that the end of the file cut short. FFmpeg reads such a
+        packet short and flags it corrupt (a short read happens only at the end of the file); then comes
+        the end, or the demuxer's error for the sample after it (MP4: "partial file"). Decoded, it fails
+        the video (H.264: "Invalid data") or gives a damaged last frame; dropped, the frames before it,
+        which are whole, are kept (`cut_short`), as an unfinished recording's are. None at the end
+        where the demuxer failed after it: the decoder is then flushed by hand. A packet flagged corrupt
+        that more packets follow is passed on, for the decoder to judge."""
+        import av
+
         held = None
         try:
             for packet in self.container.demux(self.stream):
-                if held is not None and (packet.size or not self._cut_off()):
-                    yield held
-                held = None
+                if held is not None:
+                    if packet.size:
+                        yield held
+                    else:
+                        self.cut_short = True
+                    held = None
                 if packet.is_corrupt and packet.size:
                     held = packet
                 else:
                     yield packet
-        except Exception:
-            if held is not None and not self._cut_off():
-                yield held
-            raise
+        except av.error.FFmpegError:
+            if held is None:
+                raise
+            self.cut_short = True
+            yield None
 
     def _checked(self, frames, at: float, unshown: dict):
         """The decoded frames, failing the video on one the decoder reports corrupt, or one whose packet
@@ -365,24 +375,14 @@ class VideoReader:
             self.frames_decoded += 1
             yield frame
 
-    def _cut_off(self) -> bool:
-        """Whether FFmpeg's last error is MP4/MOV's demuxer finding that the file ends before the next
-        sample starts ("partial file"; it checks each sample's start against the file's end)."""
-        import av
-
-        last = av.logging.get_last_error()[1]
-        cut = last is not None and last[1] == self.container.format.name and "partial file" in last[2]
-        self.cut_short |= cut
-        return cut
-
     def _logged_error(self, since: int, at: float, at_end: bool) -> tuple[int, str | None]:
         """FFmpeg's error count, and the reason its last error since the count `since` gives (`at`: the
         time), where that error is this video's: logged by its demuxer, or by its decoder other than
         H.264's. Not counted: another stream's decoder (an audio header probed at opening); H.264's
         decoder, which flags every frame it conceals damage in (`is_corrupt`) and also logs for data it
         rightly skips (a truncated SEI); and the demuxer meeting the end of a cut-off file (`at_end`:
-        "File ended prematurely", or MP4's "partial file" met wherever FFmpeg reads ahead, as it may
-        while opening a short file: an unfinished recording, whose frames before are whole; a cut-off
+        "File ended prematurely", an unfinished recording, whose frames before are whole; MP4's "partial
+        file" is judged at the end, see above); a cut-off
         last frame is the decoder's to report). (PyAV counts every error while its log is silenced,
         and keeps the last. The count is the process's: two readers decoding at once in one process
         would blame each other's errors; the pipeline decodes one video at a time in each process.)"""
@@ -395,7 +395,13 @@ class VideoReader:
         words = repr(first_line(message)[:200])
         if re.fullmatch(r"'at -?[\d.]+ seconds'", words):  # the second half of FFV1's "slice CRC mismatch"
             words = "a slice whose checksum does not match"
-        if name == self.container.format.name and not at_end and not self._cut_off():
+        if name == self.container.format.name and "partial file" in message:
+            # MP4's demuxer finds a sample placed past the end of the file: cut off there, or a damaged
+            # index. Which one is known at the end (_packets: cut_short); a cut one keeps its frames.
+            # (no time: for a short file FFmpeg reads that far while opening it)
+            self.sample_missing = self.sample_missing or f"damaged container: the demuxer reports {words}"
+            return count, None
+        if name == self.container.format.name and not at_end:
             return count, f"damaged container near {at:.2f} s: the demuxer reports {words}"
         if name == self.codec_name and name != "h264":
             return count, f"damaged {name} data near {at:.2f} s: the decoder reports {words}"
@@ -535,15 +541,19 @@ class _ChunkBuilder:
 def video_stream(container):
     """The video stream FFmpeg picks (av_find_best_stream, as the ffmpeg tool, players and decord
     do: the default-flagged one, else the one with more frames, else the higher bit rate), unless it
-    is a still picture; then the first video stream that is not one; or None. A file may hold other
-    video tracks, placed first: a small preview, a depth map, a thumbnail; read in stream order, a
-    camera's file was stored as its 64x48 preview. A cover picture (an audio file's album art, a
+    is a still picture or FFmpeg has no decoder for it; then the first video stream that FFmpeg can
+    decode and is not a picture (else the first not a picture, for VideoReader to say why); or None.
+    A file may hold other video tracks, placed first: a small preview, a depth map, a thumbnail;
+    read in stream order, a camera's file was stored as its 64x48 preview. A cover picture (an audio
+    file's album art, a
     thumbnail in an MP4 or Matroska file) is a one-frame video stream to FFmpeg: read as the video,
     an audio file would be stored as one frame of its cover."""
-    best = container.streams.best("video")
-    if best is not None and not _is_picture(best):
+    moving = [s for s in container.streams.video if not _is_picture(s)]
+    decodable = [s for s in moving if s.codec_context is not None and s.codec_context.codec is not None]
+    best = container.streams.best("video")  # (which does not ask whether FFmpeg can decode it)
+    if best in decodable:
         return best
-    return next((s for s in container.streams.video if not _is_picture(s)), None)
+    return (decodable or moving or [None])[0]
 
 
 def _animated_webp(path: Path) -> bool:

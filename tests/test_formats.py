@@ -315,10 +315,36 @@ def test_a_cut_off_fragmented_mp4_recording_keeps_its_whole_frames_and_an_indexe
     (whole_index, whole_crops), (index, crops) = decode(whole, "rgb"), decode(cut, "rgb")
     assert len(index) >= 45 * share - 8 and index == whole_index[:len(index)]
     assert torch.equal(crops, whole_crops[:len(index)])
+    if share == 0.9:  # cut inside the last sample: read short, then the end (no "partial file")
+        cut.write_bytes(whole.read_bytes()[:-150])
+        index, crops = decode(cut, "rgb")
+        assert len(index) >= 43 and index == whole_index[:len(index)] and torch.equal(crops, whole_crops[:len(index)])
     indexed = write_mp4_with_sound(tmp_path / "download.mp4", "faststart")
     cut.write_bytes(indexed.read_bytes()[:int(indexed.stat().st_size * share)])
     with pytest.raises(VideoError, match=r"^the file is cut off: \d+ of the 45 frames its index lists are in it"):
         decode(cut, "rgb")
+
+
+def test_a_fragment_whose_samples_the_index_places_past_the_end_fails_as_damaged(tmp_path):
+    """Not a cut: whole fragments follow. The demuxer logs "partial file" as for a cut (while opening,
+    for a file this short), but no packet was read short, so the file is damaged, not unfinished."""
+    import struct
+
+    whole = write_mp4_with_sound(tmp_path / "recording.mp4", "frag_keyframe+empty_moov+default_base_moof")
+    data = bytearray(whole.read_bytes())
+    runs = [k for k in range(len(data)) if data[k:k + 4] == b"trun"]
+    middle = runs[len(runs) // 2]
+    data[middle + 12:middle + 16] = struct.pack(">i", len(data) + 1000)  # its data offset, past the end
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(data)
+    with pytest.raises(VideoError, match=r"^damaged container"):
+        decode(damaged, "rgb")
+    decode(whole, "rgb")  # (then a cut file in the same process: judged by its own packets alone)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[:int(whole.stat().st_size * 0.5)])
+    decode(cut, "rgb")
+    with pytest.raises(VideoError, match=r"^damaged container"):
+        decode(damaged, "rgb")
 
 
 def test_a_file_without_video_says_what_it_holds(tmp_path):
@@ -375,6 +401,19 @@ def write_two_tracks(path, small_frames):
         for stream in (main, small):
             for packet in stream.encode():
                 container.mux(packet)
+    return path
+
+
+def test_a_default_track_ffmpeg_cannot_decode_leaves_the_one_it_can(tmp_path):
+    from pipeline.decord_video import open_video
+
+    path = write_two_tracks(tmp_path / "two.mp4", small_frames=30)
+    data = bytearray(path.read_bytes())  # the default (second) track's codec: a tag FFmpeg does not know
+    second = data.index(b"avc1", [k for k in range(len(data)) if data[k:k + 4] == b"stsd"][1])
+    data[second:second + 4] = b"zzzz"
+    path.write_bytes(data)
+    for reader in (VideoReader(path, 30.0), open_video(path, 30.0, "rgb", "decord")):
+        assert next(reader.chunks()).frames.planes[0].shape[1:3] == (48, 64)
 
 
 @pytest.mark.parametrize("name, small_frames", [("preview_first.mp4", 30), ("thumbnail_first.mkv", 1)])
