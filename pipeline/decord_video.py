@@ -301,11 +301,12 @@ class DecoderLog:
 
 
 def _check_timestamps(starts: np.ndarray, count: int, average_fps: float) -> None:
-    """Refuse timestamps decord could not read (its no-timestamp marker is about -1.02e14 s), that are
+    """Refuse timestamps decord could not read (its no-timestamp markers are far from any real time), that are
     not finite, run backwards, or run past what the frame count and rate make plausible."""
     if count == 0:
         raise VideoError("decord finds no frames")
-    if not np.all(np.isfinite(starts)) or starts.min() < -1.0:
+    # (its markers: about -1.02e14 s, and INT64_MAX ms, 9.2e15 s, seen on 2- and 3-frame Matroska files)
+    if not np.all(np.isfinite(starts)) or starts.min() < -1.0 or starts.max() > 1e9:
         raise VideoError("decord gives no timestamps for some frames")
     if np.any(np.diff(starts) < -1e-3):
         raise VideoError("decord's timestamps run backwards")

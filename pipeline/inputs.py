@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +38,22 @@ def find_videos(input_path: str | Path) -> list[VideoSource]:
 
 
 def _from_folder(root: Path) -> list[VideoSource]:
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    paths = sorted(p for p in _files(root) if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
     return [VideoSource(id=p.relative_to(root).as_posix(), path=p, label=p.parent.name) for p in paths]
+
+
+def _files(root: Path):
+    """Every file under root, through symlinked folders too (a split built of links to label folders;
+    Path.rglob skips them before Python 3.13), each real folder once (a link to a folder above would
+    loop)."""
+    seen = set()
+    for folder, folders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            folders[:] = []
+            continue
+        seen.add(real)
+        yield from (Path(folder) / name for name in names)
 
 
 def _from_csv(manifest: Path) -> list[VideoSource]:

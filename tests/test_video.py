@@ -277,3 +277,14 @@ def test_a_frame_shown_for_minutes_is_split_across_chunks_of_bounded_size(tmp_pa
     chunks = list(VideoReader(path, 30.0).chunks(max_frames=16))
     assert max(len(c.times) for c in chunks) <= 16
     assert sum(len(c.times) for c in chunks) == 1801 + 1 and chunks[-1].last
+
+
+def test_a_folder_search_follows_symlinked_label_folders_once_each(tmp_path):
+    from pipeline.inputs import find_videos
+
+    write_video(tmp_path / "all" / "running" / "a.mp4", 2)
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "running").symlink_to(tmp_path / "all" / "running")  # a split built of links
+    (tmp_path / "all" / "running" / "loop").symlink_to(tmp_path / "all")  # a link to a folder above
+    sources = find_videos(tmp_path / "train")
+    assert [(s.id, s.label) for s in sources] == [("running/a.mp4", "running")]
