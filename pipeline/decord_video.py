@@ -73,8 +73,8 @@ def _fit_for_decord(path) -> bool:
     try:
         with av.open(str(path)) as container:
             stream = video_stream(container)
-            if stream is not container.streams.best("video"):  # decord reads FFmpeg's pick: here a still picture
-                return False
+            if stream is not container.streams.best("video"):  # decord reads FFmpeg's pick: here not ours
+                return False  # (a still picture, or a track PyAV's FFmpeg cannot decode)
             codec = stream.codec_context
             seconds = (container.duration or 0) / 1e6
             if not (codec.format is not None and codec.format.name in YUV_FORMATS and codec.width % 2 == 0

@@ -164,8 +164,7 @@ class Frames:
 
         return {"kind": self.kind, "planes": [torch.from_numpy(p) for p in self.planes],
                 "repeats": torch.from_numpy(self.repeats), "rotation": self.rotation, "mirror": self.mirror,
-                "size": self.size,
-                "region": self.region, "matrix": self.matrix, "full_range": self.full_range,
+                "size": self.size, "region": self.region, "matrix": self.matrix, "full_range": self.full_range,
                 "interlaced": self.interlaced, "window": self.window}
 
 
@@ -382,7 +381,7 @@ class VideoReader:
         decoder, which flags every frame it conceals damage in (`is_corrupt`) and also logs for data it
         rightly skips (a truncated SEI); and the demuxer meeting the end of a cut-off file (`at_end`:
         "File ended prematurely", an unfinished recording, whose frames before are whole; MP4's "partial
-        file" is judged at the end, see above); a cut-off
+        file" is judged once the file has ended, by `_packets`); a cut-off
         last frame is the decoder's to report). (PyAV counts every error while its log is silenced,
         and keeps the last. The count is the process's: two readers decoding at once in one process
         would blame each other's errors; the pipeline decodes one video at a time in each process.)"""
@@ -504,8 +503,9 @@ class _ChunkBuilder:
         if not group:
             return
         rgb = Frames(kind="rgb", planes=(np.stack([image[0] for image in group]),),
-                     repeats=np.ones(len(group), dtype=np.int64), rotation=self.meta["rotation"], mirror=self.meta["mirror"],
-                     size=(self.meta["height"], self.meta["width"]), window=self.meta.get("window"))
+                     repeats=np.ones(len(group), dtype=np.int64), rotation=self.meta["rotation"],
+                     mirror=self.meta["mirror"], size=(self.meta["height"], self.meta["width"]),
+                     window=self.meta.get("window"))
         crops = to_crops(rgb.to_dict()).numpy()
         self.images[self.resized:] = [(crop,) for crop in crops]
         self.bytes += crops.nbytes - sum(image[0].nbytes for image in group)
@@ -545,9 +545,8 @@ def video_stream(container):
     decode and is not a picture (else the first not a picture, for VideoReader to say why); or None.
     A file may hold other video tracks, placed first: a small preview, a depth map, a thumbnail;
     read in stream order, a camera's file was stored as its 64x48 preview. A cover picture (an audio
-    file's album art, a
-    thumbnail in an MP4 or Matroska file) is a one-frame video stream to FFmpeg: read as the video,
-    an audio file would be stored as one frame of its cover."""
+    file's album art, a thumbnail in an MP4 or Matroska file) is a one-frame video stream to FFmpeg:
+    read as the video, an audio file would be stored as one frame of its cover."""
     moving = [s for s in container.streams.video if not _is_picture(s)]
     decodable = [s for s in moving if s.codec_context is not None and s.codec_context.codec is not None]
     best = container.streams.best("video")  # (which does not ask whether FFmpeg can decode it)
@@ -587,9 +586,9 @@ def orientation(frame) -> tuple[int, bool]:
     theta = round(-angle / 90.0) * 90 % 360  # clockwise, as fftools' get_rotation gives it
     if theta == 90:  # "transpose=cclock_flip" where m[3] > 0, else "transpose=clock"
         return (90, True) if m[3] > 0 else (270, False)
-    if theta == 180:  # "hflip" where m[0] < 0, "vflip" where m[4] < 0 (both: a half turn)
-        return {(True, True): (180, False), (True, False): (0, True), (False, True): (180, True)}.get(
-            (bool(m[0] < 0), bool(m[4] < 0)), (180, False))
+    if theta == 180:  # "hflip" where m[0] < 0, "vflip" where m[4] < 0, each, both or neither
+        hflip, vflip = bool(m[0] < 0), bool(m[4] < 0)  # (both: a half turn; vflip: a mirror, then a half turn)
+        return (180 if vflip else 0, hflip != vflip)
     if theta == 270:  # "transpose=clock_flip" where m[3] < 0, else "transpose=cclock"
         return (270, True) if m[3] < 0 else (90, False)
     return (180, True) if m[4] < 0 else (0, False)  # "vflip" where m[4] < 0
