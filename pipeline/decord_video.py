@@ -158,7 +158,7 @@ class DecordReader:
         reports = self.log.read()
         if reports:
             raise VideoError(f"decord's decoder reports damaged data: {reports[0]}")
-        if shape[-1] != 3:  # decord2 3.4 gives 4 channels for some frame widths (144, say)
+        if shape[-1] != 3:  # decord2 3.4 gave 4 channels 144 wide on one CPU, RGB on another
             raise VideoError(f"decord gives frames of shape {shape[1:]}, not RGB")
         self.frame_bytes = int(np.prod(shape[1:]))
         _check_timestamps(np.asarray(starts), count, average_fps)

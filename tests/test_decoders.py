@@ -23,12 +23,14 @@ PYAV_EVEN_UNDER_DECORD = {
     "ffvhuff_rgb.avi", "zmbv.avi",  # RGB, and palette
     "raw_uyvy.avi", "raw_nv12.mkv",  # YUV, but packed or semi-planar
     "mpeg4.avi",  # no decord timestamps (AVI with B-frames)
-    "h264_portrait.mp4",  # 4-channel frames from decord2 at 144 wide
     "ffv1_odd_size.mkv",  # an odd size (decord's RGB is 26 levels off there)
     "h264_interlaced.mkv",  # interlaced (decord's RGB is up to 166 levels off at moving colour edges)
     "mpeg2_interlaced_146.mov",  # the same, though its header does not say so (its first frame does)
     "mpeg4_bframes.mkv",  # open GOPs (FFmpeg's MPEG-4 encoder leaves its GOPs open)
 }
+# decord2 3.4 gave 4-channel frames 144 wide on the machine of earlier sessions, and gives RGB on an
+# AMD EPYC: the reader checks the frames' shape and leaves such files to PyAV.
+NOT_RGB_FROM_DECORD_ON_SOME_CPUS = {"h264_portrait.mp4"}
 
 
 def crops_and_index(reader):
@@ -45,6 +47,11 @@ def test_decord_gives_the_frames_pyav_gives_where_the_rule_picks_it(tmp_path, na
     reader = open_video(path, 30.0, "rgb", "decord")
     if name in PYAV_EVEN_UNDER_DECORD:
         assert isinstance(reader, VideoReader)
+        return
+    if name in NOT_RGB_FROM_DECORD_ON_SOME_CPUS and isinstance(reader, VideoReader):
+        import decord
+
+        assert decord.VideoReader(str(path), num_threads=1).get_batch([0]).asnumpy().shape[-1] != 3
         return
     assert isinstance(reader, DecordReader)
     index, crops = crops_and_index(reader)
