@@ -421,22 +421,34 @@ class VideoReader:
 class _PresentationClock:
     """Each decoded frame's presentation time, as FFmpeg's best_effort_timestamp picks it: the pts,
     unless the pts run out of order more often than the dts do (H.264 with B-frames in AVI gives pts
-    in decode order), then the dts; a frame with neither is the frame before's plus its duration.
-    One departure: once the dts are chosen, a frame without one after the first also follows the frame
-    before, where FFmpeg takes its pts (the frames an AVI's decoder gives back at the end have no dts,
-    and their decode-order pts would run backwards). Streams that never have a dts keep the pts."""
+    in decode order), then the dts; a frame with neither starts where the frame before ends (its
+    duration, or the stream's nominal one, after it). One departure: once the dts are chosen, a frame
+    without one after the first also follows the frame before, where FFmpeg takes its pts (the frames
+    an AVI's decoder gives back at the end have no dts, and their decode-order pts would run
+    backwards). Streams that never have a dts keep the pts.
+
+    Frames before the first timestamp (a TS recording whose first PES headers carry none) are timed
+    back from it: they end where the first timed frame starts, as FFmpeg back-fills the packets it
+    still holds when the first timestamp comes. Timing them from 0 instead would show the last of them
+    until the stream's clock (1.4 s in an ffmpeg TS, hours in a broadcast) and make copies of it."""
 
     def __init__(self, nominal_frame_duration: float):
         self.nominal = nominal_frame_duration
         self.faulty_pts = self.faulty_dts = 0
-        self.last_pts = self.last_dts = self.previous = None
         self.any_dts = False  # (kept through warm_up: it says whether the stream has dts at all)
+        self._restart()
+
+    def _restart(self) -> None:
+        self.last_pts = self.last_dts = self.previous = None
+        self.next_start = 0.0  # where the frame before ends
+        self.shift = 0.0  # subtracted from every timestamp: nonzero once untimed leading frames were timed from 0
+        self.untimed_lead = False  # the frames so far had no timestamp
 
     def warm_up(self, frames) -> None:
         """Count the faults of the first frames first, so that the choice holds from frame 0 on."""
         for frame in frames:
             self.time(frame)
-        self.last_pts = self.last_dts = self.previous = None
+        self._restart()
 
     def time(self, frame) -> float:
         pts, dts = frame.pts, frame.dts
@@ -452,12 +464,14 @@ class _PresentationClock:
             chosen = pts if pts is not None else dts
         if chosen is not None and frame.time_base:
             t = float(chosen * frame.time_base)
-        elif self.previous is None:
-            t = 0.0
+            if self.untimed_lead:  # the untimed frames before, timed from 0, end where this one starts
+                self.shift, self.untimed_lead = t - self.next_start, False
+            t -= self.shift
         else:
-            step = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
-            t = self.previous + (step or self.nominal)
-        self.previous = t
+            t = self.next_start
+            self.untimed_lead = self.previous is None or self.untimed_lead
+        duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
+        self.previous, self.next_start = t, t + (duration or self.nominal)
         return t
 
 

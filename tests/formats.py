@@ -209,3 +209,23 @@ def corrupted_copies(path: Path, count: int, seed: int = 0):
         copy = path.with_name(f"damaged{i:02d}.mp4")
         copy.write_bytes(bytes(damaged))
         yield copy
+
+
+def strip_first_timestamps(path: Path, count: int) -> Path:
+    """Clear the timestamps of an MPEG-TS file's first `count` video PES packets, as some recorders
+    and broken muxers write them (the PES header's PTS_DTS_flags set to none; the header keeps its
+    length, so the bytes where they were read as stuffing)."""
+    data = bytearray(Path(path).read_bytes())
+    cleared = 0
+    for at in range(0, len(data) - 187, 188):
+        if data[at] != 0x47 or not data[at + 1] & 0x40:  # sync byte; a PES packet starts in this one
+            continue
+        payload = at + 4 + (1 + data[at + 4] if data[at + 3] & 0x20 else 0)  # after the adaptation field
+        if data[payload:payload + 4] == b"\x00\x00\x01\xe0":  # the first video stream's PES start code
+            data[payload + 7] &= 0x3F
+            cleared += 1
+            if cleared == count:
+                break
+    assert cleared == count, f"{path} has {cleared} video PES packets"
+    Path(path).write_bytes(bytes(data))
+    return Path(path)

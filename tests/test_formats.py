@@ -14,7 +14,8 @@ import av
 import numpy as np
 import pytest
 import torch
-from formats import ANIMATIONS, CUTS, FORMATS, X264_B, Format, corrupted_copies, scene, write_clip, write_cut
+from formats import (ANIMATIONS, CUTS, FORMATS, X264_B, Format, corrupted_copies, scene, strip_first_timestamps,
+                     write_clip, write_cut)
 
 import pipeline
 from pipeline.cli import main
@@ -146,6 +147,21 @@ def test_a_raw_stream_without_any_timestamps_is_timed_by_its_frame_durations(tmp
         assert all(frame.pts is None for frame in container.decode(video=0))  # nothing to go by but durations
     index, _ = decode(path, "rgb")
     assert index == list(range(40))  # 40 frames at 30 fps, each on screen once
+
+
+@pytest.mark.parametrize("clock", [1.4, 3600.0])  # ffmpeg's TS start; a broadcast recording an hour in
+def test_ts_frames_before_the_first_timestamp_end_where_it_starts(tmp_path, clock):
+    f = Format("timed.ts", "libx264", "yuv420p", options=X264_B, frames=45,
+               container_options={"output_ts_offset": str(clock)})
+    timed = write_clip(tmp_path, f)
+    untimed = tmp_path / "untimed.ts"
+    untimed.write_bytes(timed.read_bytes())
+    strip_first_timestamps(untimed, 5)
+    with av.open(str(untimed)) as container:
+        assert [frame.pts is None for frame in container.decode(video=0)][:6] == [True] * 5 + [False]
+    index, crops = decode(untimed, "rgb")
+    assert index == list(range(45))  # was 45 + 42 copies of frame 4 (1.4 s), or failed as damaged timestamps
+    assert torch.equal(crops, decode(timed, "rgb")[1])
 
 
 def test_damaged_copies_fail_with_a_one_line_reason_or_keep_their_timing(tmp_path):
