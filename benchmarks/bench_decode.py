@@ -8,8 +8,12 @@ is what sets its speed: a box with C cores does about C - 1 times that. Each con
 decode worker (DataLoader, as `extract` does) over the same clips, in a subprocess of its own, and
 reports frames/s of wall time and frames per CPU-second of the worker:
 
-  gpu-box handover  this tree: the worker decodes and hands over the decoded frames (YUV planes), the
-                    GPU converts and resizes them (not run here: the CNN side's cost)
+  gpu-box handover, slots
+                    this tree: the worker decodes and writes the decoded frames (the YUV of the crop's
+                    region) into shared slots, as on a GPU box (pinned_slots.py; here not page-locked,
+                    which costs the main process, not the worker); the GPU would convert and resize
+  gpu-box handover  the same through the DataLoader's own transfer (a GPU box without room for the
+                    slots in /dev/shm): a fresh shared-memory segment per chunk
   cpu-box handover  this tree: the worker also converts (swscale) and resizes (torch) to 224x224 crops
   decord            this tree with --decoder decord: decord's full-size RGB, resized as above
   old               the tree at --old-tree (e.g. `git worktree add ../old e103401`): decord resizing
@@ -43,10 +47,22 @@ mode = sys.argv[2]
 options = ExtractOptions(weights="random", device="cpu", workers=1, progress=False)
 if mode == "decord":
     options.decoder = "decord"
-kwargs = {} if mode == "old" else {"preprocess_in_worker": mode != "gpu-box"}
+kwargs = {} if mode == "old" else {"preprocess_in_worker": not mode.startswith("gpu-box")}
+slots = None
+if mode == "gpu-box-slots":  # as Decoding makes them on a GPU box (here shared, not page-locked)
+    import torch
+    from pipeline.pinned_slots import PinnedSlots
+    from pipeline.video import MAX_CHUNK_BYTES
+    slots = kwargs["slots"] = PinnedSlots.fitting(1 + 6, MAX_CHUNK_BYTES + (8 << 20), torch.device("cpu"))
 loader = decode_loader(sources, options, 512, False, **kwargs)
+frames = 0
 with CpuUse() as use:
-    frames = sum(len(i["times"]) for i in loader if i["kind"] == "chunk")
+    for item in loader:
+        if item["kind"] == "chunk":
+            frames += len(item["times"])
+            stored = item.get("decoded", {}).get("stored")
+            if stored is not None:
+                slots.release(stored["slot"])
 worker_seconds = sum(s - use.workers_before.get(pid, 0.0) for pid, s in use.workers.items())
 print(json.dumps({"frames": frames, "wall": use.seconds, "worker_cpu": worker_seconds}))
 """
@@ -73,7 +89,8 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
 
-    configs = [("gpu-box handover", HERE.parent, "gpu-box"), ("cpu-box handover", HERE.parent, "cpu-box"),
+    configs = [("gpu-box handover, slots", HERE.parent, "gpu-box-slots"), ("gpu-box handover", HERE.parent, "gpu-box"),
+               ("cpu-box handover", HERE.parent, "cpu-box"),
                ("decord", HERE.parent, "decord")]
     if args.old_tree:
         configs.append(("old (" + Path(args.old_tree).name + ")", Path(args.old_tree).resolve(), "old"))
@@ -98,6 +115,7 @@ def main(argv=None) -> None:
               f"({runs[0]['frames']} frames)")
     old = [v for k, v in rates.items() if k.startswith("old")]
     if old:
+        print(f"decode_speedup (gpu-box handover, slots / old) = {rates['gpu-box handover, slots'] / old[0]:.2f}")
         print(f"decode_speedup (gpu-box handover / old) = {rates['gpu-box handover'] / old[0]:.2f}")
         print(f"decode_speedup (cpu-box handover / old) = {rates['cpu-box handover'] / old[0]:.2f}")
 
