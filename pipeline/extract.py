@@ -10,7 +10,9 @@ crop is made of, written into shared page-locked slots (pinned_slots.py), and th
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -115,7 +117,9 @@ class DecodeJobs(IterableDataset):
     """Each worker decodes its share of the videos and yields chunks of their frames: crops ready for
     the CNN (`preprocess_in_worker`, a CPU box), or the decoded frames unresized, for the CNN's device
     to convert and resize (a GPU box, where decoding is the bottleneck and the GPU is idle).
-    A video that cannot be decoded yields one "failed" item; nothing is raised."""
+    A video that cannot be decoded yields one "failed" item; nothing is raised. Every item of a video
+    is numbered ("part", from 0), so that the main process can tell when one never came
+    (`_ExtractLoop._in_order`)."""
 
     def __init__(self, sources: list[VideoSource], fps: float, chunk_frames: int, preprocess_in_worker: bool = True,
                  decoder: str = "auto", slots: PinnedSlots | None = None):
@@ -133,6 +137,7 @@ class DecodeJobs(IterableDataset):
         source = self.sources[number]
         # swscale's RGB, resized here as it comes, where the CPU resizes anyway; YUV planes where the GPU converts them
         handover = "crop" if self.preprocess_in_worker else "yuv"
+        part = 0
         try:
             with open_video(source.path, self.fps, handover, self.decoder) as reader:
                 first = True
@@ -140,7 +145,7 @@ class DecodeJobs(IterableDataset):
                     if number_in_video % TRIM_EVERY == TRIM_EVERY - 1:
                         release_free_memory()  # decoding frees MB-sized buffers too
                     frames = chunk.frames.to_dict()
-                    item = {"kind": "chunk", "video": number, "first": first, "last": chunk.last,
+                    item = {"kind": "chunk", "video": number, "part": part, "first": first, "last": chunk.last,
                             "times": torch.from_numpy(chunk.times), "source_index": torch.from_numpy(chunk.source_index)}
                     if self.preprocess_in_worker:
                         item["frames"] = to_crops(frames)
@@ -152,11 +157,11 @@ class DecodeJobs(IterableDataset):
                     if chunk.last:
                         item.update(duration=reader.duration, source_fps=reader.source_fps)
                     yield item
-                    first = False
+                    first, part = False, part + 1
         except VideoError as e:
-            yield {"kind": "failed", "video": number, "error": str(e)}
+            yield {"kind": "failed", "video": number, "part": part, "error": str(e)}
         except Exception as e:  # a bug or an unexpected library error: keep the run going, say what it was
-            yield {"kind": "failed", "video": number, "error": f"unexpected {type(e).__name__}: {e}"[:300]}
+            yield {"kind": "failed", "video": number, "part": part, "error": f"unexpected {type(e).__name__}: {e}"[:300]}
 
 
 def _load_libc():
@@ -318,16 +323,47 @@ def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: 
     if preprocess_in_worker is None:
         preprocess_in_worker = not pin_memory
     workers = worker_count(options, todo)
+    chunk_frames = min(batch_size, MAX_CHUNK_FRAMES)
+    # What one chunk takes in /dev/shm on its way (tiny where it waits in a slot)
+    item_bytes = (chunk_frames * 3 * CROP_SIZE * CROP_SIZE if preprocess_in_worker
+                  else 1 << 20 if slots else MAX_CHUNK_BYTES + (8 << 20))
+    # The main process holds crops until the CNN is done with their batch (two batches: one being
+    # made, one in the CNN); decoded frames only until they are converted, at once
+    held = -(-batch_size // chunk_frames) * 2 + 1 if preprocess_in_worker else 1
+    prefetch = prefetch_that_fits(workers, item_bytes, held) if workers else None
+    workers = workers if prefetch else 0
     return DataLoader(
-        DecodeJobs(todo, options.fps, chunk_frames=min(batch_size, MAX_CHUNK_FRAMES), preprocess_in_worker=preprocess_in_worker,
+        DecodeJobs(todo, options.fps, chunk_frames=chunk_frames, preprocess_in_worker=preprocess_in_worker,
                    decoder=options.decoder, slots=slots),
         batch_size=None, num_workers=workers, pin_memory=pin_memory,
         # The platform's default start method: fork on Linux, which starts workers in milliseconds
         # instead of seconds. Safe because the workers never use CUDA, and extract() makes them
         # before it opens HDF5 files or starts threads.
-        prefetch_factor=4 if workers else None, in_order=False,
+        prefetch_factor=prefetch, in_order=False,
         worker_init_fn=_init_decode_worker, timeout=WORKER_TIMEOUT_S if workers else 0,
     )
+
+
+def prefetch_that_fits(workers: int, item_bytes: int, held: int, most: int = 4) -> int | None:
+    """Chunks each worker may have on its way (the DataLoader's prefetch_factor): `most`, or fewer
+    where /dev/shm cannot hold them all, with the `held` ones the main process still uses (a batch
+    being made, one in the CNN); None where not even one each fits: then decode in this process.
+    Each chunk crosses in shared memory, and one that finds it full is dropped by the worker's queue
+    (multiprocessing prints the error and goes on; the DataLoader then waits for it until its
+    timeout): Docker gives a container 64 MB unless told otherwise."""
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:  # no /dev/shm (macOS, Windows): the platform's shared memory has no such cap
+        return most
+    room = int(free * 0.8)  # (the slots, and others, use it too)
+    for prefetch in range(most, 0, -1):
+        if (workers * prefetch + held) * item_bytes <= room:
+            return prefetch
+    need = (workers + held) * item_bytes
+    print(f"extract: /dev/shm has {free / 2**20:.0f} MB free, and {workers} decode worker(s) would need about "
+          f"{need / 2**20:.0f} MB to hand their frames over: decoding in this process instead (slower). Give "
+          f"it more (docker run --shm-size=2g, or --ipc=host), or use a smaller --batch-size", file=sys.stderr)
+    return None
 
 
 class Decoding:
@@ -404,13 +440,17 @@ class _ExtractLoop:
         self.frames_seen = self.batches_run = 0
         self.in_flight = None  # (chunks, PendingFeatures): the batch the CNN is working on
         self.failed = set()  # videos failed here while their worker still sends chunks
+        self.parts = {}  # video number -> the part expected next from its worker
+        self.ended = set()  # videos whose last part (or failure) has come
 
     def run(self, decoding: Decoding) -> None:
         try:
             for item in decoding:
-                if item["video"] in self.failed:  # the rest of a video that failed on this side
+                if item["video"] in self.failed or not self._in_order(item):  # (the rest of) a video failed on this side
                     decoding.discard(item)
                     continue
+                if item["kind"] == "failed" or item["last"]:
+                    self.ended.add(item["video"])
                 if item["kind"] == "failed":
                     self._fail(item["video"], item["error"])
                     continue
@@ -432,6 +472,9 @@ class _ExtractLoop:
                     self._run_batch()
                 self._collect_commits(wait=len(self.commits) > self.MAX_PENDING_COMMITS)
             self._finish()
+            for number in range(len(self.todo)):  # every video's items came, or it is failed
+                if number not in self.ended and number not in self.failed:
+                    self._fail(number, self._lost(self.parts.get(number, 0)))
         except RuntimeError as e:
             if "DataLoader" not in str(e):
                 raise
@@ -442,6 +485,25 @@ class _ExtractLoop:
         finally:
             self.committer.shutdown(wait=True, cancel_futures=True)
             self.bar.close()
+
+    def _in_order(self, item: dict) -> bool:
+        """Whether the item is the part of its video expected next; fails the video where one is
+        missing. A worker's queue drops an item it cannot send: multiprocessing's feeder thread prints
+        the error and goes on (seen when /dev/shm is full, as Docker's default 64 MB soon is), and the
+        video would be stored without those frames."""
+        expected = self.parts.get(item["video"], 0)
+        if item.get("part", expected) == expected:
+            self.parts[item["video"]] = expected + 1
+            return True
+        self._fail(item["video"], self._lost(expected))
+        self.failed.add(item["video"])
+        return False
+
+    @staticmethod
+    def _lost(part: int) -> str:
+        return (f"part {part} of its frames never came from the decode worker (a worker drops what it cannot "
+                f"send, as when /dev/shm is full: see `df -h /dev/shm`); rerun with more shared memory or "
+                f"fewer --workers")
 
     def _finish(self) -> None:
         """Run the CNN on the frames left, file them, and wait for every commit."""
