@@ -10,7 +10,6 @@ crop is made of, written into shared page-locked slots (pinned_slots.py), and th
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import time
@@ -23,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from . import __version__, devices
+from . import __version__, devices, shared_memory
 from .cache import (FORMAT_VERSION, SETTINGS_FILE, CacheError, CacheWriter, read_records, refuse_other_settings,
                     shard_dir, write_json_atomic)
 from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, FeatureExtractor, cpu_lanes, default_batch_size,
@@ -330,8 +329,15 @@ def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: 
     # The main process holds crops until the CNN is done with their batch (two batches: one being
     # made, one in the CNN); decoded frames only until they are converted, at once
     held = -(-batch_size // chunk_frames) * 2 + 1 if preprocess_in_worker else 1
-    prefetch = prefetch_that_fits(workers, item_bytes, held) if workers else None
-    workers = workers if prefetch else 0
+    # Each worker prefetches 4 chunks, fewer where /dev/shm is small (a chunk that finds it full is
+    # dropped: its video then fails, _ExtractLoop._in_order), none where not even one each fits
+    prefetch = shared_memory.prefetch_that_fits(workers, item_bytes, held, most=4) if workers else None
+    if workers and prefetch is None:
+        print(f"extract: /dev/shm has {shared_memory.free_bytes() / 2**20:.0f} MB free, and {workers} decode "
+              f"worker(s) would need about {(workers + held) * item_bytes / 2**20:.0f} MB to hand their frames "
+              f"over: decoding in this process instead (slower); {shared_memory.ADVICE}, or use a smaller "
+              f"--batch-size", file=sys.stderr)
+        workers = 0
     return DataLoader(
         DecodeJobs(todo, options.fps, chunk_frames=chunk_frames, preprocess_in_worker=preprocess_in_worker,
                    decoder=options.decoder, slots=slots),
@@ -342,28 +348,6 @@ def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: 
         prefetch_factor=prefetch, in_order=False,
         worker_init_fn=_init_decode_worker, timeout=WORKER_TIMEOUT_S if workers else 0,
     )
-
-
-def prefetch_that_fits(workers: int, item_bytes: int, held: int, most: int = 4) -> int | None:
-    """Chunks each worker may have on its way (the DataLoader's prefetch_factor): `most`, or fewer
-    where /dev/shm cannot hold them all, with the `held` ones the main process still uses (a batch
-    being made, one in the CNN); None where not even one each fits: then decode in this process.
-    Each chunk crosses in shared memory, and one that finds it full is dropped by the worker's queue
-    (multiprocessing prints the error and goes on; the DataLoader then waits for it until its
-    timeout): Docker gives a container 64 MB unless told otherwise."""
-    try:
-        free = shutil.disk_usage("/dev/shm").free
-    except OSError:  # no /dev/shm (macOS, Windows): the platform's shared memory has no such cap
-        return most
-    room = int(free * 0.8)  # (the slots, and others, use it too)
-    for prefetch in range(most, 0, -1):
-        if (workers * prefetch + held) * item_bytes <= room:
-            return prefetch
-    need = (workers + held) * item_bytes
-    print(f"extract: /dev/shm has {free / 2**20:.0f} MB free, and {workers} decode worker(s) would need about "
-          f"{need / 2**20:.0f} MB to hand their frames over: decoding in this process instead (slower). Give "
-          f"it more (docker run --shm-size=2g, or --ipc=host), or use a smaller --batch-size", file=sys.stderr)
-    return None
 
 
 class Decoding:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from . import shared_memory
 from .cache import FeatureCache
 
 RAM_FRACTION = 0.4  # --data auto holds features in RAM when they take under this share of the free memory
@@ -273,8 +275,18 @@ class StreamBatches:
 
     def __init__(self, cache: FeatureCache, windows: Windows, batches: EpochBatches, workers: int, pin_memory=False):
         self.batches = batches
+        # Each reader has 2 batches on their way (torch's default), fewer where /dev/shm is small;
+        # none fit: read here (a batch found /dev/shm full and stopped the run with a traceback)
+        batch_bytes = batches.batch_size * windows.window * cache.settings["feature_dim"] * 4
+        prefetch = shared_memory.prefetch_that_fits(workers, batch_bytes, held=2, most=2) if workers else None
+        if workers and prefetch is None:
+            print(f"train: /dev/shm has {shared_memory.free_bytes() / 2**20:.0f} MB free, too little for "
+                  f"{workers} reader(s) to hand over batches of {batch_bytes / 2**20:.0f} MB: reading in this "
+                  f"process instead; {shared_memory.ADVICE}", file=sys.stderr)
+            workers = 0
         self.loader = DataLoader(
             StreamWindows(cache, windows), sampler=batches, batch_size=None, num_workers=workers,
+            prefetch_factor=prefetch,
             worker_init_fn=_one_thread, persistent_workers=workers > 0, pin_memory=pin_memory,
             generator=torch.Generator(),  # else starting the workers draws from the global RNG: other dropout masks
         )
