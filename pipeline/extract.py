@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -331,13 +330,7 @@ def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: 
     held = -(-batch_size // chunk_frames) * 2 + 1 if preprocess_in_worker else 1
     # Each worker prefetches 4 chunks, fewer where /dev/shm is small (a chunk that finds it full is
     # dropped: its video then fails, _ExtractLoop._in_order), none where not even one each fits
-    prefetch = shared_memory.prefetch_that_fits(workers, item_bytes, held, most=4) if workers else None
-    if workers and prefetch is None:
-        print(f"extract: /dev/shm has {shared_memory.free_bytes() / 2**20:.0f} MB free, and {workers} decode "
-              f"worker(s) would need about {(workers + held) * item_bytes / 2**20:.0f} MB to hand their frames "
-              f"over: decoding in this process instead (slower); {shared_memory.ADVICE}, or use a smaller "
-              f"--batch-size", file=sys.stderr)
-        workers = 0
+    workers, prefetch = shared_memory.fit_workers(workers, item_bytes, held, most=4, who="extract", instead="decoding")
     return DataLoader(
         DecodeJobs(todo, options.fps, chunk_frames=chunk_frames, preprocess_in_worker=preprocess_in_worker,
                    decoder=options.decoder, slots=slots),

@@ -8,8 +8,7 @@ feeder thread prints the error and goes on, which once stored a video short (ext
 from __future__ import annotations
 
 import shutil
-
-ADVICE = "give it more (docker run --shm-size=2g, or --ipc=host)"
+import sys
 
 
 def free_bytes() -> int | None:
@@ -20,15 +19,22 @@ def free_bytes() -> int | None:
         return None
 
 
-def prefetch_that_fits(workers: int, item_bytes: int, held: int, most: int) -> int | None:
-    """The DataLoader's prefetch_factor: `most`, or fewer where /dev/shm cannot hold every worker's
-    items on their way and the `held` ones the main process still uses; None where not even one
-    each fits (then read in the main process)."""
+def fit_workers(workers: int, item_bytes: int, held: int, most: int, who: str, instead: str) -> tuple[int, int | None]:
+    """(workers, prefetch_factor) for `who`'s DataLoader: each worker has `most` items on their way,
+    or fewer where /dev/shm cannot hold them all and the `held` ones the main process still uses;
+    where not even one each fits, no workers: the work (`instead`: "decoding", "reading") is then done
+    in the main process, and stderr says so."""
+    if not workers:
+        return 0, None
     free = free_bytes()
     if free is None:
-        return most
+        return workers, most
     room = int(free * 0.8)  # (others use it too)
     for prefetch in range(most, 0, -1):
         if (workers * prefetch + held) * item_bytes <= room:
-            return prefetch
-    return None
+            return workers, prefetch
+    print(f"{who}: /dev/shm has {free / 2**20:.0f} MB free, and {workers} worker process(es) would need about "
+          f"{(workers + held) * item_bytes / 2**20:.0f} MB to hand over items of {item_bytes / 2**20:.0f} MB: "
+          f"{instead} in this process instead (slower); give it more (docker run --shm-size=2g, or --ipc=host), "
+          f"or use a smaller --batch-size", file=sys.stderr)
+    return 0, None

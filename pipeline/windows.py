@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -278,12 +277,8 @@ class StreamBatches:
         # Each reader has 2 batches on their way (torch's default), fewer where /dev/shm is small;
         # none fit: read here (a batch found /dev/shm full and stopped the run with a traceback)
         batch_bytes = batches.batch_size * windows.window * cache.settings["feature_dim"] * 4
-        prefetch = shared_memory.prefetch_that_fits(workers, batch_bytes, held=2, most=2) if workers else None
-        if workers and prefetch is None:
-            print(f"train: /dev/shm has {shared_memory.free_bytes() / 2**20:.0f} MB free, too little for "
-                  f"{workers} reader(s) to hand over batches of {batch_bytes / 2**20:.0f} MB: reading in this "
-                  f"process instead; {shared_memory.ADVICE}", file=sys.stderr)
-            workers = 0
+        workers, prefetch = shared_memory.fit_workers(workers, batch_bytes, held=2, most=2, who="train",
+                                                      instead="reading")
         self.loader = DataLoader(
             StreamWindows(cache, windows), sampler=batches, batch_size=None, num_workers=workers,
             prefetch_factor=prefetch,

@@ -219,19 +219,13 @@ def test_a_video_whose_frames_do_not_all_arrive_from_its_worker_fails_and_the_ot
 
 
 @pytest.mark.parametrize("shm_mb", [20, 64])  # too small for one worker's chunks; Docker's default
-def test_extract_in_a_small_dev_shm_stores_every_frame(tmp_path, shm_mb, weights_file):
-    """Run in a mount namespace of its own with a /dev/shm of `shm_mb` (root and util-linux's unshare:
-    skipped elsewhere). With 64 MB and the default prefetch, one chunk in 36 of this set was lost."""
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /dev/shm"],
-                           capture_output=True) if os.path.exists("/usr/bin/unshare") else None
-    if probe is None or probe.returncode != 0:
-        pytest.skip("needs unshare -m and mount (root on Linux)")
+def test_extract_in_a_small_dev_shm_stores_every_frame(tmp_path, shm_mb, weights_file, run_with_dev_shm):
+    """With 64 MB and the default prefetch, one chunk in 36 of this set was lost."""
     for i in range(2):
         write_video(tmp_path / "in" / f"c{i}" / "v.mp4", textured_frames(200, width=1280, height=720, seed=i))
     command = " ".join(extract_command(tmp_path / "in", tmp_path / "cache", weights_file)).replace(
         "--batch-size 8", "--batch-size 64")
-    run = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size={shm_mb}m tmpfs /dev/shm && {command}"],
-                         capture_output=True, text=True, timeout=600)
+    run = run_with_dev_shm(command, shm_mb)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Traceback" not in run.stderr
     with pipeline.open_cache(tmp_path / "cache") as c:

@@ -302,23 +302,13 @@ def test_a_centered_weight_that_is_not_a_finite_non_negative_number_is_refused_b
     assert not (tmp_path / "run").exists()
 
 
-def test_streamed_training_in_a_small_dev_shm_reads_in_this_process_instead_of_failing(tmp_path):
-    """A mount namespace with a 4 MB /dev/shm (root and util-linux's unshare: skipped elsewhere). Each
-    reader's batch (64 windows of 30 x 1000 float32, 7.7 MB) does not fit: a reader once failed the
-    run with "unable to allocate shared memory", as in Docker's default 64 MB with 4 readers."""
-    import os
-    import subprocess
-    import sys
-
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /dev/shm"],
-                           capture_output=True) if os.path.exists("/usr/bin/unshare") else None
-    if probe is None or probe.returncode != 0:
-        pytest.skip("needs unshare -m and mount (root on Linux)")
+def test_streamed_training_in_a_small_dev_shm_reads_in_this_process_instead_of_failing(tmp_path, run_with_dev_shm):
+    """A 4 MB /dev/shm: each reader's batch (64 windows of 30 x 1000 float32, 7.7 MB) does not fit. A
+    reader once failed the run with "unable to allocate shared memory", as in Docker's default 64 MB
+    with 4 readers."""
     cache = write_cache(tmp_path / "cache", order_task_videos(per_class=20, feature_dim=1000))
-    command = (f"{sys.executable} -m pipeline train {cache} --out {tmp_path / 'run'} --data stream --workers 2 "
-               f"--epochs 1 --batch-size 64")
-    run = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=4m tmpfs /dev/shm && {command}"],
-                         capture_output=True, text=True, timeout=600)
+    run = run_with_dev_shm(f"{sys.executable} -m pipeline train {cache} --out {tmp_path / 'run'} --data stream "
+                           f"--workers 2 --epochs 1 --batch-size 64", 4)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "reading in this process instead" in run.stderr and "Traceback" not in run.stderr
     assert (tmp_path / "run" / "best.pt").exists()
