@@ -65,6 +65,7 @@ class TrainSettings:
     hidden: int = 64  # LSTM width; the 2000 inputs -> 4*64 gates are most of the compute on a CPU
     dropout: float = 0.0  # before the classifier (and after the projection, if any)
     input_dropout: float = 0.0  # on the normalised input features
+    feature_dropout: float = 0.0  # whole LSTM inputs dropped per window (model.py); 0: BENCHMARKS.md, "Eleventh round"
     project: int | None = None  # None: the LSTM reads the features; N: Linear(D -> N) + GELU first (0: N = hidden)
     pool: str = "last"  # what the classifier reads: last | mean | mean+last (of the LSTM's outputs)
     head_norm: bool = False  # LayerNorm before the classifier
@@ -87,7 +88,7 @@ class TrainSettings:
 # Settings a resumed run may change: they do not change what is computed.
 RESUMABLE = {"cache", "out", "epochs", "device", "data", "workers"}
 # Settings that are arguments of WindowLSTM (besides feature_dim and num_classes).
-MODEL_SETTINGS = ("hidden", "dropout", "input_dropout", "project", "pool", "head_norm", "layers", "bidirectional",
+MODEL_SETTINGS = ("hidden", "dropout", "input_dropout", "feature_dropout", "project", "pool", "head_norm", "layers", "bidirectional",
                   "inputs", "centered_weight", "scene_head")
 
 
@@ -147,9 +148,9 @@ def _with_legacy_model(args: dict) -> dict:
     """Settings or model_args of a checkpoint, with the model arguments it predates filled in as the
     model it was trained with (model.LEGACY_ARGS): runs from before these arguments existed load and
     resume as they were. Runs from before centered_weight read the centred features unweighted, and
-    runs from before scene_head had none."""
+    runs from before scene_head had none, nor feature_dropout."""
     args = {**LEGACY_ARGS, **args} if "pool" not in args else args
-    return {"centered_weight": 1.0, "scene_head": False, **args}
+    return {"centered_weight": 1.0, "scene_head": False, "feature_dropout": 0.0, **args}
 
 
 def _saved_settings(checkpoint: dict) -> dict:
@@ -182,7 +183,8 @@ def _check(s: TrainSettings) -> None:
         (s.layers >= 1, f"--layers must be at least 1, not {s.layers}"),
         (math.isfinite(s.centered_weight) and s.centered_weight >= 0,
          f"centered_weight must be a finite number >= 0, not {s.centered_weight}"),
-        (0 <= s.dropout < 1 and 0 <= s.input_dropout < 1, "dropouts must be in [0, 1)"),
+        (0 <= s.dropout < 1 and 0 <= s.input_dropout < 1 and 0 <= s.feature_dropout < 1,
+         "dropouts must be in [0, 1)"),
         (s.data in ("auto", "ram", "stream"), f"--data must be auto, ram or stream, not {s.data!r}"),
         (s.workers is None or s.workers >= 0, f"--workers must be at least 0, not {s.workers}"),
     ]

@@ -92,7 +92,8 @@ def test_a_run_from_before_the_model_options_loads_and_resumes_with_its_own_mode
 def test_a_run_from_before_centered_weight_loads_and_resumes_with_the_centred_half_unweighted(caches, tmp_path):
     """Runs written before centered_weight existed read the centred features at full weight: they
     load with centered_weight 1.0 (their own model, the same predictions) and --resume accepts them.
-    They had no scene head either (nor the runs after them until it came): they load without one."""
+    They had no scene head either (nor the runs after them until it came): they load without one, and
+    no feature dropout: --resume goes on without it, as they were trained."""
     import torch
 
     from pipeline.cache import open_cache
@@ -107,7 +108,7 @@ def test_a_run_from_before_centered_weight_loads_and_resumes_with_the_centred_ha
     before = window_logits(*load_run(run), features)[1]
     for name in ("best.pt", "last.pt"):  # rewrite as the code before centered_weight wrote them
         checkpoint = torch.load(run / name, weights_only=True)
-        for key in ("centered_weight", "scene_head"):
+        for key in ("centered_weight", "scene_head", "feature_dropout"):
             del checkpoint["model_args"][key], checkpoint["settings"][key]
         save_checkpoint(run / name, checkpoint)
     model, checkpoint = load_run(run)
@@ -116,5 +117,5 @@ def test_a_run_from_before_centered_weight_loads_and_resumes_with_the_centred_ha
     model.centered_weight = 0.3  # the same weights read with the new default's weight: other logits
     assert not torch.allclose(window_logits(model, checkpoint, features)[1], before)
     settings = resume_settings(run, {"epochs": 2, "device": "cpu"})
-    assert settings.centered_weight == 1.0 and settings.scene_head is False
+    assert settings.centered_weight == 1.0 and settings.scene_head is False and settings.feature_dropout == 0.0
     assert [m["epoch"] for m in fit(settings, resume=True, progress=False).history] == [1, 2]

@@ -293,6 +293,21 @@ def test_the_scene_head_leaves_the_lstm_and_the_order_head_as_they_train_without
         assert torch.allclose(value, weights[True][name], rtol=0, atol=1e-6), name
 
 
+def test_feature_dropout_drops_the_same_inputs_at_every_frame_of_a_window_and_only_while_training():
+    """Per frame, a dropped input's differences would jump between 0 and its value; one mask per window
+    keeps each input whole or zero for all of it (model.WindowDropout)."""
+    from pipeline.model import WindowDropout
+
+    x = torch.randn(256, 30, 40) + 5  # (no zeros of its own)
+    dropout = WindowDropout(0.5).train()
+    out = dropout(x)
+    kept = out[:, :1] != 0  # (B, 1, D): whether each input of each window is kept
+    assert torch.equal(out, torch.where(kept, 2 * x, torch.zeros_like(x)))  # the same at every frame, scaled by 1/(1-p)
+    assert 0.4 < kept.float().mean() < 0.6
+    assert not torch.equal(kept, dropout(x)[:, :1] != 0)  # a new mask each call
+    assert torch.equal(dropout.eval()(x), x)
+
+
 @pytest.mark.parametrize("weight", [-0.1, float("nan"), float("inf")])
 def test_a_centered_weight_that_is_not_a_finite_non_negative_number_is_refused_before_any_work(tmp_path, weight):
     cache = small_cache(tmp_path / "cache")
