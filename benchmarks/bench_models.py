@@ -88,13 +88,13 @@ CONFIGS = {  # in the order they run: the most telling first
     # eighth round: a second head reads the window's mean features too; validation picks (train.validate)
     "deltas+centered0.3x64-jitter+scene": (dict(hidden=64, inputs="deltas+centered", centered_weight=0.3,
                                                 scene_head=True), {"jitter": True}),
-    # eleventh round: whole inputs dropped for a window (model.WindowDropout)
+    # eleventh round: whole inputs dropped for a window (WindowLSTM.feature_dropout)
     "deltas+centered0.3x64-jitter+scene-fdrop0.5": (dict(hidden=64, inputs="deltas+centered", centered_weight=0.3,
                                                          scene_head=True, feature_dropout=0.5), {"jitter": True}),
 }
 # What every config starts from, whatever TrainSettings' defaults become: a config's name keeps its meaning
-BASE = {"hidden": 128, "dropout": 0.0, "input_dropout": 0.0, "feature_dropout": 0.0, "project": None, "pool": "last", "head_norm": False,
-        "layers": 1, "bidirectional": False, "inputs": "features", "centered_weight": 1.0,
+BASE = {"hidden": 128, "dropout": 0.0, "input_dropout": 0.0, "feature_dropout": 0.0, "project": None, "pool": "last",
+        "head_norm": False, "layers": 1, "bidirectional": False, "inputs": "features", "centered_weight": 1.0,
         "weight_decay": 0.01, "lr": 1e-3, "jitter": False, "scene_head": False}
 
 

@@ -291,7 +291,8 @@ def _add_train_parsers(command) -> None:
                         "0.15 window accuracy); the LSTM trains as without it (default on)")
     p.add_argument("--feature-dropout", type=_fraction, metavar="P",
                    help="while training, drop each of the LSTM's inputs for a whole window with probability P, "
-                        "so that no few features (such as a training clip's colours) decide; in [0, 1) (default 0: see the README)")
+                        "so that no few features (such as a training clip's colours) decide; in [0, 1) "
+                        "(default 0: see the README)")
     p.add_argument("--lr", type=_positive, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=_int_at_least(1), metavar="N", help="windows per batch (default 64)")
     p.add_argument("--val-fraction", type=_fraction, metavar="F",

@@ -11,8 +11,8 @@ INPUTS = ("features", "deltas", "both", "centered", "features+centered", "deltas
 # The model of checkpoints written before issue 11 (their model_args hold only feature_dim,
 # num_classes, hidden and dropout): Linear(D -> hidden) + GELU + dropout, LSTM, LayerNorm + dropout +
 # Linear on the mean and last outputs. load_run fills these in, so old runs load as they were.
-LEGACY_ARGS = {"project": 0, "pool": "mean+last", "head_norm": True, "input_dropout": 0.0, "feature_dropout": 0.0, "layers": 1,
-               "bidirectional": False, "inputs": "features"}
+LEGACY_ARGS = {"project": 0, "pool": "mean+last", "head_norm": True, "input_dropout": 0.0, "feature_dropout": 0.0,
+               "layers": 1, "bidirectional": False, "inputs": "features"}
 
 
 class WindowLSTM(nn.Module):
@@ -71,8 +71,8 @@ class WindowLSTM(nn.Module):
     """
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 64, dropout: float = 0.0,
-                 input_dropout: float = 0.0, feature_dropout: float = 0.0, project: int | None = None, pool: str = "last", head_norm: bool = False,
-                 layers: int = 1, bidirectional: bool = False, inputs: str = "deltas+centered",
+                 input_dropout: float = 0.0, feature_dropout: float = 0.0, project: int | None = None,
+                 pool: str = "last", head_norm: bool = False, layers: int = 1, bidirectional: bool = False, inputs: str = "deltas+centered",
                  centered_weight: float = 0.3, scene_head: bool = False):
         super().__init__()
         if pool not in POOLS or inputs not in INPUTS:
@@ -84,7 +84,7 @@ class WindowLSTM(nn.Module):
         self.register_buffer("mean", torch.zeros(feature_dim))
         self.register_buffer("std", torch.ones(feature_dim))
         self.input_dropout = nn.Dropout(input_dropout)
-        self.feature_dropout = WindowDropout(feature_dropout)
+        self.feature_dropout = nn.Dropout1d(feature_dropout)  # whole channels of (B, D, T): an input for all frames
         width = feature_dim * (2 if self.lstm_reads in ("both", "features+centered", "deltas+centered") else 1)
         if project is not None:
             project = project or hidden
@@ -123,7 +123,8 @@ class WindowLSTM(nn.Module):
         elif self.lstm_reads in ("centered", "features+centered"):
             centered = x - x.mean(1, keepdim=True)
             x = centered if self.lstm_reads == "centered" else torch.cat([x, centered], dim=-1)
-        out, (h, _) = self.lstm(self.proj(self.feature_dropout(self.input_dropout(x))))
+        x = self.feature_dropout(self.input_dropout(x).transpose(1, 2)).transpose(1, 2)
+        out, (h, _) = self.lstm(self.proj(x))
         if self.bidirectional:  # the last layer's final state of each direction, each after its whole pass
             last = torch.cat([h[-2], h[-1]], dim=-1)
         else:
@@ -136,20 +137,6 @@ class WindowLSTM(nn.Module):
         if both_heads:
             return logits, scene_logits
         return torch.where(self.reads_scene, scene_logits, logits)
-
-
-class WindowDropout(nn.Module):
-    """Dropout with one mask per window (B, T, D) and input: the same inputs are dropped at every frame."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        keep = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p)
-        return x * keep.div_(1 - self.p)
 
 
 def _differences(x: torch.Tensor) -> torch.Tensor:

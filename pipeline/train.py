@@ -88,8 +88,8 @@ class TrainSettings:
 # Settings a resumed run may change: they do not change what is computed.
 RESUMABLE = {"cache", "out", "epochs", "device", "data", "workers"}
 # Settings that are arguments of WindowLSTM (besides feature_dim and num_classes).
-MODEL_SETTINGS = ("hidden", "dropout", "input_dropout", "feature_dropout", "project", "pool", "head_norm", "layers", "bidirectional",
-                  "inputs", "centered_weight", "scene_head")
+MODEL_SETTINGS = ("hidden", "dropout", "input_dropout", "feature_dropout", "project", "pool", "head_norm", "layers",
+                  "bidirectional", "inputs", "centered_weight", "scene_head")
 
 
 @dataclass

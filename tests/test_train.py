@@ -295,17 +295,24 @@ def test_the_scene_head_leaves_the_lstm_and_the_order_head_as_they_train_without
 
 def test_feature_dropout_drops_the_same_inputs_at_every_frame_of_a_window_and_only_while_training():
     """Per frame, a dropped input's differences would jump between 0 and its value; one mask per window
-    keeps each input whole or zero for all of it (model.WindowDropout)."""
-    from pipeline.model import WindowDropout
+    keeps each input whole or zero for all of it (WindowLSTM.feature_dropout, on what the LSTM reads)."""
+    from pipeline.model import WindowLSTM
 
-    x = torch.randn(256, 30, 40) + 5  # (no zeros of its own)
-    dropout = WindowDropout(0.5).train()
-    out = dropout(x)
-    kept = out[:, :1] != 0  # (B, 1, D): whether each input of each window is kept
-    assert torch.equal(out, torch.where(kept, 2 * x, torch.zeros_like(x)))  # the same at every frame, scaled by 1/(1-p)
+    model = WindowLSTM(20, 2, hidden=4, feature_dropout=0.5).train()
+    read = []
+    model.lstm.register_forward_hook(lambda module, inputs, output: read.append(inputs[0]))
+    x = torch.randn(256, 30, 20)
+    model(x)
+    model(x)
+    model.eval()(x)
+    model.feature_dropout.p = 0.0
+    model.train()(x)
+    undropped = read[3]  # the same inputs, nothing dropped
+    kept = read[0][:, 1:2] != 0  # (B, 1, D): whether each input of each window is kept (frame 0 has no difference)
+    assert torch.equal(read[0], torch.where(kept, 2 * undropped, torch.zeros_like(undropped)))  # every frame; 1/(1-p)
     assert 0.4 < kept.float().mean() < 0.6
-    assert not torch.equal(kept, dropout(x)[:, :1] != 0)  # a new mask each call
-    assert torch.equal(dropout.eval()(x), x)
+    assert not torch.equal(kept, read[1][:, 1:2] != 0)  # a new mask each call
+    assert torch.equal(read[2], undropped)  # none in eval
 
 
 @pytest.mark.parametrize("weight", [-0.1, float("nan"), float("inf")])
