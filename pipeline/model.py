@@ -11,8 +11,8 @@ INPUTS = ("features", "deltas", "both", "centered", "features+centered", "deltas
 # The model of checkpoints written before issue 11 (their model_args hold only feature_dim,
 # num_classes, hidden and dropout): Linear(D -> hidden) + GELU + dropout, LSTM, LayerNorm + dropout +
 # Linear on the mean and last outputs. load_run fills these in, so old runs load as they were.
-LEGACY_ARGS = {"project": 0, "pool": "mean+last", "head_norm": True, "input_dropout": 0.0, "feature_dropout": 0.0,
-               "layers": 1, "bidirectional": False, "inputs": "features"}
+LEGACY_ARGS = {"project": 0, "pool": "mean+last", "head_norm": True, "input_dropout": 0.0, "layers": 1,
+               "bidirectional": False, "inputs": "features"}
 
 
 class WindowLSTM(nn.Module):
@@ -50,7 +50,8 @@ class WindowLSTM(nn.Module):
                    dropped one reads zero for the whole window, so the model cannot lean on any few
                    features, such as those that tell one training clip's colours from another's. At 0.5
                    the suite's order-only mean rose from 0.866 to 0.895, but tasks it was not tuned on did
-                   not gain, so it is an option, not the default (BENCHMARKS.md, "Eleventh round").
+                   not gain (with 30 epochs: no more than 30 epochs alone give) and appearance lost, so it is
+                   an option, not the default (BENCHMARKS.md, "Eleventh round", "Twelfth round").
     project        None: no projection; N: Linear(D -> N) + GELU + dropout before the LSTM; 0: N = hidden
     pool           what the head reads: the last output ("last"), the mean over time, or both
     head_norm      LayerNorm before the head
@@ -72,8 +73,8 @@ class WindowLSTM(nn.Module):
 
     def __init__(self, feature_dim: int, num_classes: int, hidden: int = 64, dropout: float = 0.0,
                  input_dropout: float = 0.0, feature_dropout: float = 0.0, project: int | None = None,
-                 pool: str = "last", head_norm: bool = False, layers: int = 1, bidirectional: bool = False, inputs: str = "deltas+centered",
-                 centered_weight: float = 0.3, scene_head: bool = False):
+                 pool: str = "last", head_norm: bool = False, layers: int = 1, bidirectional: bool = False,
+                 inputs: str = "deltas+centered", centered_weight: float = 0.3, scene_head: bool = False):
         super().__init__()
         if pool not in POOLS or inputs not in INPUTS:
             raise ValueError(f"pool must be one of {POOLS} and inputs one of {INPUTS}")

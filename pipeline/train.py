@@ -65,7 +65,7 @@ class TrainSettings:
     hidden: int = 64  # LSTM width; the 2000 inputs -> 4*64 gates are most of the compute on a CPU
     dropout: float = 0.0  # before the classifier (and after the projection, if any)
     input_dropout: float = 0.0  # on the normalised input features
-    feature_dropout: float = 0.0  # whole LSTM inputs dropped per window (model.py); 0: BENCHMARKS.md, "Eleventh round"
+    feature_dropout: float = 0.0  # whole LSTM inputs dropped per window (model.py); 0: BENCHMARKS.md, 11th-12th rounds
     project: int | None = None  # None: the LSTM reads the features; N: Linear(D -> N) + GELU first (0: N = hidden)
     pool: str = "last"  # what the classifier reads: last | mean | mean+last (of the LSTM's outputs)
     head_norm: bool = False  # LayerNorm before the classifier
