@@ -45,7 +45,9 @@ def _from_folder(root: Path) -> list[VideoSource]:
 def _files(root: Path):
     """Every file under root, through symlinked folders too (a split built of links to label folders;
     Path.rglob skips them before Python 3.13), each real folder once (a link to a folder above would
-    loop)."""
+    loop). Hidden files and folders (a leading ".") are left out, as glob and ls leave them out: a
+    dataset unzipped from a Mac holds a "._NAME.mp4" AppleDouble sidecar beside each video (resource
+    forks, not video), which would each fail as unreadable and make the run exit 3."""
     seen = set()
     for folder, folders, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
@@ -53,7 +55,8 @@ def _files(root: Path):
             folders[:] = []
             continue
         seen.add(real)
-        yield from (Path(folder) / name for name in names)
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        yield from (Path(folder) / name for name in names if not name.startswith("."))
 
 
 def _from_csv(manifest: Path) -> list[VideoSource]:

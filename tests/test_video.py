@@ -288,3 +288,17 @@ def test_a_folder_search_follows_symlinked_label_folders_once_each(tmp_path):
     (tmp_path / "all" / "running" / "loop").symlink_to(tmp_path / "all")  # a link to a folder above
     sources = find_videos(tmp_path / "train")
     assert [(s.id, s.label) for s in sources] == [("running/a.mp4", "running")]
+
+
+def test_a_folder_search_leaves_out_hidden_files_and_folders(tmp_path):
+    """A dataset unzipped from a Mac: an AppleDouble sidecar "._a.mp4" beside each video (not video),
+    and the same in __MACOSX/; a hidden folder (.cache/) is not searched either."""
+    from pipeline.inputs import find_videos
+
+    write_video(tmp_path / ".hidden_root" / "running" / "a.mp4", 2)  # the root itself may be hidden
+    root = tmp_path / ".hidden_root"
+    (root / "running" / "._a.mp4").write_bytes(b"\x00\x05\x16\x07" + bytes(100))  # AppleDouble's magic
+    (root / "__MACOSX" / "running").mkdir(parents=True)
+    (root / "__MACOSX" / "running" / "._a.mp4").write_bytes(b"\x00\x05\x16\x07" + bytes(100))
+    write_video(root / ".cache" / "running" / "b.mp4", 2)
+    assert [(s.id, s.label) for s in find_videos(root)] == [("running/a.mp4", "running")]
