@@ -181,10 +181,10 @@ class DecordReader:
     def __exit__(self, *exc):
         self.close()
 
-    def chunks(self, max_frames: int = MAX_CHUNK_FRAMES):
+    def chunks(self, max_frames: int = MAX_CHUNK_FRAMES, max_bytes: int = MAX_CHUNK_BYTES):
         """Chunks of full-size RGB frames (decord turns them upright itself), in order."""
         r = self.resampling
-        step = max(1, min(max_frames, MAX_CHUNK_BYTES // self.frame_bytes))
+        step = max(1, min(max_frames, max_bytes // self.frame_bytes))
         try:
             for start in range(0, len(r.times), step):
                 index = r.source_index[start:start + step]

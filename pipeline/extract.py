@@ -29,7 +29,7 @@ from .features import (CROP_SIZE, FEATURE_DIM, LAYER, PRECISIONS, FeatureExtract
 from .inputs import VideoSource, assign_shard
 from .preprocess import to_crops
 from .decord_video import DECODERS, open_video
-from .pinned_slots import PinnedSlots
+from .pinned_slots import ALIGN, MAX_PLANES, PinnedSlots
 from .video import MAX_CHUNK_BYTES, MAX_CHUNK_FRAMES, VideoError, quiet_decoder
 
 DTYPES = ("float32", "float16")
@@ -139,7 +139,9 @@ class DecodeJobs(IterableDataset):
         try:
             with open_video(source.path, self.fps, handover, self.decoder) as reader:
                 first = True
-                for number_in_video, chunk in enumerate(reader.chunks(self.chunk_frames)):
+                # a chunk of decoded planes must fit a slot (all of them, where /dev/shm allowed only small ones)
+                max_bytes = self.slots.chunk_bytes if self.slots and not self.preprocess_in_worker else MAX_CHUNK_BYTES
+                for number_in_video, chunk in enumerate(reader.chunks(self.chunk_frames, max_bytes)):
                     if number_in_video % TRIM_EVERY == TRIM_EVERY - 1:
                         release_free_memory()  # decoding frees MB-sized buffers too
                     frames = chunk.frames.to_dict()
@@ -324,7 +326,7 @@ def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: 
     chunk_frames = min(batch_size, MAX_CHUNK_FRAMES)
     # What one chunk takes in /dev/shm on its way (tiny where it waits in a slot)
     item_bytes = (chunk_frames * 3 * CROP_SIZE * CROP_SIZE if preprocess_in_worker
-                  else 1 << 20 if slots else MAX_CHUNK_BYTES + (8 << 20))
+                  else 1 << 20 if slots else MAX_CHUNK_BYTES)
     # The main process holds crops until the CNN is done with their batch (two batches: one being
     # made, one in the CNN); decoded frames only until they are converted, at once
     held = -(-batch_size // chunk_frames) * 2 + 1 if preprocess_in_worker else 1
@@ -343,6 +345,13 @@ def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: 
     )
 
 
+def gpu_box_slots(workers: int, device: torch.device) -> PinnedSlots | None:
+    """The decode slots of a GPU box: one per worker, and 6 more (the up to 4 the GPU may still be
+    copying from, pinned_slots.MAX_COPYING, and 2 to spare), each holding a chunk of MAX_CHUNK_BYTES;
+    smaller ones where /dev/shm is small."""
+    return PinnedSlots.fitting(workers + 6, MAX_CHUNK_BYTES + MAX_PLANES * ALIGN, device)
+
+
 class Decoding:
     """The decode workers' chunks, in the order they come, for a CNN on `device`. On a GPU box the
     workers hand over decoded planes, through PinnedSlots where /dev/shm has room for them, and
@@ -355,10 +364,7 @@ class Decoding:
         on_gpu = device.type == "cuda"
         workers = worker_count(options, todo)
         if slots is None and on_gpu and workers:
-            # A slot holds a chunk: up to MAX_CHUNK_BYTES and the frame that crossed it (8 MB: a 4K
-            # frame's region). One per worker, and 6 more: the up to 4 the GPU may still be copying from
-            # (pinned_slots.MAX_COPYING), and 2 to spare.
-            slots = PinnedSlots.fitting(workers + 6, MAX_CHUNK_BYTES + (8 << 20), device)
+            slots = gpu_box_slots(workers, device)
         self.slots = slots
         self.items = iter(decode_loader(todo, options, batch_size, pin_memory=on_gpu and slots is None,
                                         preprocess_in_worker=not (on_gpu or slots), slots=slots))  # workers start here

@@ -8,9 +8,15 @@ included, and 720p frames arrive at over 1 GB/s. Written by the worker straight 
 already shared and page-locked, a chunk reaches the GPU by DMA with no copy on the host.
 
 The free slots wait in a queue; a worker takes one (waiting while there is none), and the main
-process puts it back once the GPU has read it (a CUDA event says when). Chunks too big for a slot,
-or not uint8, travel the DataLoader's way (then unpinned: the driver copies them through its own
-staging buffer).
+process puts it back once the GPU has read it (a CUDA event says when). Workers cut their chunks to
+fit a slot (`chunk_bytes`); a single frame too big for one, or frames not uint8, travel the
+DataLoader's way (then unpinned: the driver copies them through its own staging buffer).
+
+Where /dev/shm is small (Docker gives a container 64 MB unless told otherwise) the slots are made
+smaller, down to MIN_SLOT_BYTES, and then fewer, down to two: without them every chunk would need a
+fresh segment of /dev/shm as big as a slot, and where not even one per worker fits, the decoding falls
+back to the main process, one core for the whole box (shared_memory.fit_workers). A worker holds a slot
+only while it copies a decoded chunk in and the main process converts it, so two keep many workers going.
 """
 
 from __future__ import annotations
@@ -25,6 +31,11 @@ import numpy as np
 import torch
 
 ALIGN = 64  # bytes: each plane starts on a cache line
+MAX_PLANES = 4  # a chunk's planes (Y, U, V; or one RGB plane), each padded to ALIGN: what a slot holds beyond its chunk
+# Slots are not made smaller than this: a 4K frame's region (the pixels its crop is made of) fits, even
+# as RGB (11.0 MB; deeper formats and 4:4:4 are handed over so), and 720p's 20 times (YUV 4:2:0). Two
+# fit in half of Docker's 64 MB with room to spare.
+MIN_SLOT_BYTES = 12 << 20
 MAX_COPYING = 4  # slots the main process holds while the GPU has not read them yet (fewer in a small set)
 
 
@@ -43,22 +54,33 @@ class PinnedSlots:
         self.max_copying = min(MAX_COPYING, slots - 1)
         self.pinned = False
 
+    @property
+    def chunk_bytes(self) -> int:
+        """The most pixel data a worker may put in one chunk for it to fit a slot."""
+        return self.slot_bytes - MAX_PLANES * ALIGN
+
     @classmethod
-    def fitting(cls, slots: int, slot_bytes: int, device: torch.device) -> PinnedSlots | None:
-        """Up to `slots` slots, as many as fill at most half of the free shared memory; None below
+    def fitting(cls, slots: int, slot_bytes: int, device: torch.device, free: int | None = None) -> PinnedSlots | None:
+        """Up to `slots` slots of `slot_bytes`, in at most half of the free shared memory (`free`: that of
+        /dev/shm): smaller slots where they do not fit, down to MIN_SLOT_BYTES, then fewer; None below
         two. (Ranks of torchrun that start at the same moment each see the same free space: with a
         small /dev/shm, give each fewer --workers.)"""
-        try:
-            free = shutil.disk_usage("/dev/shm").free
-        except OSError:  # no /dev/shm (macOS, Windows): the platform's shared memory has no such cap
-            free = slots * slot_bytes * 2
-        slots = min(slots, free // 2 // slot_bytes)
+        if free is None:
+            try:
+                free = shutil.disk_usage("/dev/shm").free
+            except OSError:  # no /dev/shm (macOS, Windows): the platform's shared memory has no such cap
+                free = slots * slot_bytes * 2
+        room = free // 2
+        if slots * slot_bytes > room:
+            slot_bytes = max(min(slot_bytes, MIN_SLOT_BYTES), room // slots // ALIGN * ALIGN)
+            slots = min(slots, room // slot_bytes)
         return cls(slots, slot_bytes, device) if slots >= 2 else None
 
     # --- in a decode worker -------------------------------------------------------------------
     def store(self, planes: list[np.ndarray]) -> dict | None:
         """Copy the planes into a free slot (waiting for one) and return where they lie; None where
-        they do not fit a slot, or the slots are closed: the caller then sends them as tensors."""
+        they do not fit a slot (one frame bigger than `chunk_bytes`), or the slots are closed: the
+        caller then sends them as tensors."""
         offsets, end = [], 0
         for p in planes:
             offsets.append(end)

@@ -33,7 +33,7 @@ from .preprocess import aligned_window, chroma_subsampling, needed_region, to_cr
 
 MAX_CHUNK_FRAMES = 128  # output frames per chunk handed to the CNN side
 WARM_UP_FRAMES = 8  # frames whose timestamps are looked at before the first is timed (see _PresentationClock)
-MAX_CHUNK_BYTES = 32 << 20  # and at most this much unresized frame data (4K: 2 frames; 720p: 23)
+MAX_CHUNK_BYTES = 32 << 20  # and at most this much unresized frame data, or one frame (4K: 2 frames; 720p: 22)
 # The CPU box's worker resizes its RGB frames (handover "crop") in groups of at least this much, as they
 # come (720p: three frames, 320x240: nineteen), and keeps only the crops, so a chunk is bounded by its
 # frame count, not by MAX_CHUNK_BYTES. Resizing whole chunks of RGB (21 frames, 33 MB at 720p) was 2%
@@ -262,11 +262,12 @@ class VideoReader:
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         return float(1 / rate) if rate else 1.0 / self.fps
 
-    def chunks(self, max_frames: int = MAX_CHUNK_FRAMES) -> Iterator[Chunk]:
-        """Chunks of at most `max_frames` output frames and MAX_CHUNK_BYTES of pixels, in order."""
+    def chunks(self, max_frames: int = MAX_CHUNK_FRAMES, max_bytes: int = MAX_CHUNK_BYTES) -> Iterator[Chunk]:
+        """Chunks of at most `max_frames` output frames and `max_bytes` of pixels (or one frame, where
+        that is more), in order."""
         resampler = Resampler(self.fps)
         pending = None  # the last decoded frame: its time on screen ends where the next one starts
-        builder = _ChunkBuilder(self, max_frames)
+        builder = _ChunkBuilder(self, max_frames, max_bytes)
         clock = _PresentationClock(self._nominal_frame_duration())
         declared = self._declared_duration()
         decoded = self._decoded_frames()
@@ -477,12 +478,13 @@ class _PresentationClock:
 
 class _ChunkBuilder:
     """Collects the frames that are shown, converted for the hand-over, into Chunks (`done`): at most
-    `max_frames` output frames each (a frame shown longer is split across chunks) and one description
+    `max_frames` output frames and `max_bytes` of pixels each, or one frame where that is more (a frame
+    shown longer is split across chunks; a chunk must fit a decode slot, pinned_slots.py) and one description
     of the pixels each (a chunk is closed when the size, pixel format, colour matrix, range, interlacing
     or rotation changes)."""
 
-    def __init__(self, reader: VideoReader, max_frames: int):
-        self.reader, self.max_frames = reader, max_frames
+    def __init__(self, reader: VideoReader, max_frames: int, max_bytes: int = MAX_CHUNK_BYTES):
+        self.reader, self.max_frames, self.max_bytes = reader, max_frames, max_bytes
         self.resizes = reader.handover == "crop"  # swscale's RGB, resized and cropped here
         self.handover = "rgb" if self.resizes else reader.handover
         self.images, self.repeats, self.source, self.bytes = [], [], [], 0
@@ -499,16 +501,20 @@ class _ChunkBuilder:
             # recording its screen is turned, or a video call adapts its resolution.)
             self.close()
         self.meta = meta
+        frame_bytes = sum(p.nbytes for p in planes)
         while filled:
+            # (crops are bounded by their count: RESIZE_GROUP_BYTES above)
+            if not self.resizes and self.images and self.bytes + frame_bytes > self.max_bytes:
+                self.close()
             shown = min(filled, self.max_frames - sum(self.repeats))
             self.images.append(planes)
             self.repeats.append(shown)
             self.source.append(index)
-            self.bytes += sum(p.nbytes for p in planes)
+            self.bytes += frame_bytes
             filled -= shown
             if self.resizes and sum(image[0].nbytes for image in self.images[self.resized:]) >= RESIZE_GROUP_BYTES:
                 self._resize_group()
-            if sum(self.repeats) >= self.max_frames or self.bytes >= MAX_CHUNK_BYTES:
+            if sum(self.repeats) >= self.max_frames:
                 self.close()
 
     def _resize_group(self) -> None:

@@ -329,10 +329,11 @@ def test_float16_storage_halves_the_cache_and_keeps_the_features(tmp_path, capsy
 
 def test_frames_through_pinned_slots_are_the_frames_sent_directly(tmp_path):
     """A GPU box's workers write decoded planes into shared slots (pinned_slots.py); run here on the
-    CPU, with slots too small for the 640x480 chunks, which then travel as tensors."""
+    CPU. Workers cut their chunks to fit the slots; a frame bigger than a slot travels as a tensor."""
     from pipeline.extract import Decoding, ExtractOptions
     from pipeline.inputs import find_videos
     from pipeline.pinned_slots import PinnedSlots
+    from pipeline.video import VideoReader
 
     write_video(tmp_path / "in" / "a" / "small.mp4", textured_frames(40, 320, 240, seed=1))
     write_video(tmp_path / "in" / "b" / "large.mp4", textured_frames(12, 640, 480, seed=2), fps=25)
@@ -340,28 +341,57 @@ def test_frames_through_pinned_slots_are_the_frames_sent_directly(tmp_path):
     options, cpu = ExtractOptions(workers=2), torch.device("cpu")
 
     def crops(slots):
-        decoding, got, through_slots = Decoding(sources, options, 16, cpu, slots=slots), {}, 0
+        decoding, got, through_slots, chunks = Decoding(sources, options, 16, cpu, slots=slots), {}, 0, 0
         try:
             for item in decoding:
                 assert item["kind"] == "chunk"
+                chunks += 1
                 if "decoded" in item:
                     through_slots += "stored" in item["decoded"]
                     item["frames"] = decoding.crops(item["decoded"])
                 got.setdefault(item["video"], []).append(item["frames"])
         finally:
             decoding.close()
-        return {v: torch.cat(c) for v, c in got.items()}, through_slots
+        return {v: torch.cat(c) for v, c in got.items()}, through_slots, chunks
 
-    direct, _ = crops(PinnedSlots(4, 8 << 20, cpu))  # every chunk fits
-    small_slots, through_slots = crops(PinnedSlots(2, 16 * 240 * 320 * 3 // 2 + 4096, cpu))
-    assert 0 < through_slots < sum(-(-len(c) // 16) for c in direct.values())  # some chunks each way
-    assert direct.keys() == small_slots.keys() == {0, 1}
+    def frame_bytes(source):  # what one frame's planes (the crop's region) take
+        with VideoReader(source.path, 30.0, "yuv") as reader:
+            return sum(p[0].nbytes for p in next(reader.chunks(1)).frames.planes)
+
+    small, large = (frame_bytes(s) for s in sources)
+    direct, through_slots, chunks = crops(PinnedSlots(4, 8 << 20, cpu))  # chunks of 16 frames: every one fits
+    assert through_slots == chunks == 3 + 1
+    # Slots for 2 frames of 320x240, too small for one of 640x480: the small clip in chunks of 2, through
+    # the slots; the large one a frame at a time, as tensors
+    assert large > 2 * small + 1024
+    small_slots, through_slots, chunks = crops(PinnedSlots(2, 2 * small + 1024, cpu))
+    assert (through_slots, chunks) == (20, 20 + 12)
+    # Slots for 16 frames of 320x240: the large clip cut to fit them
+    cut, through_slots, chunks = crops(PinnedSlots(2, 16 * small + 1024, cpu))
+    assert through_slots == chunks == 3 + -(-12 // (16 * small // large))
+    assert direct.keys() == small_slots.keys() == cut.keys() == {0, 1}
     for v in direct:
-        assert torch.equal(direct[v], small_slots[v])
+        assert torch.equal(direct[v], small_slots[v]) and torch.equal(direct[v], cut[v])
     # and the same frames as the CPU box's workers send, to the rounding of the YUV conversion
-    workers_crops, _ = crops(None)
+    workers_crops, _, _ = crops(None)
     for v in direct:
         assert (direct[v].int() - workers_crops[v].int()).abs().max() <= 3
+
+
+def test_slots_shrink_to_fit_a_small_dev_shm():
+    """Docker's default /dev/shm of 64 MB: two slots of 12 MB in half of it, where the wanted 32 MB ones
+    would leave a GPU box decoding in its main process, on one core."""
+    from pipeline.extract import gpu_box_slots
+    from pipeline.pinned_slots import MIN_SLOT_BYTES, PinnedSlots
+
+    cpu = torch.device("cpu")
+    wanted = gpu_box_slots(1, cpu)  # /dev/shm here is large
+    assert wanted is not None and wanted.buffer.shape[0] == 7 and wanted.chunk_bytes >= 32 << 20
+    for free, count, size in [(1 << 30, 7, 32 << 20), (64 << 20, 2, MIN_SLOT_BYTES), (200 << 20, 7, 100 // 7 << 20)]:
+        slots = PinnedSlots.fitting(7, 32 << 20, cpu, free=free)
+        assert slots.buffer.shape[0] == count and abs(slots.slot_bytes - size) < 1 << 20
+        assert slots.buffer.numel() <= free // 2
+    assert PinnedSlots.fitting(7, 32 << 20, cpu, free=40 << 20) is None  # not even two of MIN_SLOT_BYTES
 
 
 def test_chunks_never_converted_give_their_slots_back(tmp_path):

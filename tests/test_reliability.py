@@ -230,3 +230,39 @@ def test_extract_in_a_small_dev_shm_stores_every_frame(tmp_path, shm_mb, weights
     assert "Traceback" not in run.stderr
     with pipeline.open_cache(tmp_path / "cache") as c:
         assert [c.num_frames(v) for v in c.video_ids] == [200, 200]
+
+
+GPU_BOX_DECODING = """
+import sys, torch
+from pipeline.extract import Decoding, ExtractOptions, gpu_box_slots
+from pipeline.inputs import find_videos
+cpu = torch.device("cpu")
+slots = gpu_box_slots(2, cpu)  # as on a GPU box (there page-locked too)
+print("slots", slots and slots.buffer.shape[0], flush=True)
+decoding = Decoding(find_videos(sys.argv[1]), ExtractOptions(workers=2), 64, cpu, slots=slots)
+frames, stored, chunks = {}, 0, 0
+try:
+    for item in decoding:
+        assert item["kind"] == "chunk", item
+        stored, chunks = stored + ("stored" in item["decoded"]), chunks + 1
+        frames[item["video"]] = frames.get(item["video"], 0) + len(decoding.crops(item["decoded"]))
+finally:
+    decoding.close()
+print("frames", sorted(frames.values()), "chunks", chunks, "through slots", stored)
+"""
+
+
+def test_a_gpu_box_in_docker_s_default_dev_shm_decodes_in_its_workers_through_slots(tmp_path, run_with_dev_shm):
+    """Docker's 64 MB /dev/shm: the GPU box's 32 MB slots did not fit, nor did its chunks travel the
+    DataLoader's way, so the whole box decoded in its main process, on one core (a warning said so).
+    Smaller slots keep every worker decoding. Run on the CPU: page-locking is the only part left out."""
+    for i in range(2):
+        write_video(tmp_path / "in" / f"c{i}" / "v.mp4", 45, width=1280, height=720)  # (content does not matter)
+    script = tmp_path / "decode.py"
+    script.write_text(GPU_BOX_DECODING)
+    run = run_with_dev_shm(f"{sys.executable} {script} {tmp_path / 'in'}", 64)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "in this process instead" not in run.stderr
+    assert "slots 2\n" in run.stdout and "frames [45, 45]" in run.stdout
+    chunks, stored = (int(run.stdout.split(word)[1].split()[0]) for word in ("chunks", "through slots"))
+    assert chunks == stored >= 2 * 45 // 20  # every chunk through a slot, each at most 20 frames of 720p
