@@ -1,7 +1,7 @@
 """The decode side of stage one, per core: what one decode worker turns out per second of its CPU.
 
     python benchmarks/bench_decode.py [--size 320x240|720p|1080p] [--videos N] [--seconds S]
-                                      [--folder DIR] [--old-tree DIR] [--rounds N]
+                                      [--folder DIR] [--old-tree DIR] [--rounds N] [--shm-mb MB]
 
 On a GPU box decoding bounds `extract` (BENCHMARKS.md), so frames per CPU-second of a decode worker
 is what sets its speed: a box with C cores does about C - 1 times that. Each configuration runs one
@@ -20,6 +20,10 @@ reports frames/s of wall time and frames per CPU-second of the worker:
                     in the decoder, then cropping, in the worker (what both boxes ran before)
 
 Rounds alternate between configurations, and the median is reported: the machine is shared.
+
+`--shm-mb 64` runs each configuration with a /dev/shm of that size, as in a Docker container that was
+not given more (Linux, as root: a mount namespace of its own). Where the items do not fit, `extract`
+decodes in its main process instead; that is then reported, with the main process's CPU time.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ HERE = Path(__file__).resolve().parent
 MEASURE = r"""
 import json, os, sys, time
 sys.path.insert(0, os.environ["BENCH_DIR"])
+import pipeline
+assert pipeline.__file__.startswith(os.environ["PYTHONPATH"]), (pipeline.__file__, "is not the tree under test")
 from cpu_use import CpuUse
 from pipeline.extract import ExtractOptions, decode_loader
 from pipeline.inputs import find_videos
@@ -52,10 +58,17 @@ slots = None
 if mode == "gpu-box-slots":  # as Decoding makes them on a GPU box (here shared, not page-locked)
     import torch
     from pipeline.pinned_slots import PinnedSlots
-    from pipeline.video import MAX_CHUNK_BYTES
-    slots = kwargs["slots"] = PinnedSlots.fitting(1 + 6, MAX_CHUNK_BYTES + (8 << 20), torch.device("cpu"))
+    try:
+        from pipeline.extract import gpu_box_slots
+        slots = gpu_box_slots(1, torch.device("cpu"))
+    except ImportError:  # a tree from before small slots (2026-11-29)
+        from pipeline.video import MAX_CHUNK_BYTES
+        slots = PinnedSlots.fitting(1 + 6, MAX_CHUNK_BYTES + (8 << 20), torch.device("cpu"))
+    kwargs["slots"] = slots
+    print("slots:", slots and f"{slots.buffer.shape[0]} of {slots.slot_bytes / 2**20:.1f} MB", file=sys.stderr)
 loader = decode_loader(sources, options, 512, False, **kwargs)
 frames = 0
+main_cpu = time.process_time()
 with CpuUse() as use:
     for item in loader:
         if item["kind"] == "chunk":
@@ -64,15 +77,24 @@ with CpuUse() as use:
             if stored is not None:
                 slots.release(stored["slot"])
 worker_seconds = sum(s - use.workers_before.get(pid, 0.0) for pid, s in use.workers.items())
-print(json.dumps({"frames": frames, "wall": use.seconds, "worker_cpu": worker_seconds}))
+in_process = loader.num_workers == 0  # /dev/shm too small for the items: decoded here
+print(json.dumps({"frames": frames, "wall": use.seconds, "in_process": in_process,
+                  "worker_cpu": time.process_time() - main_cpu if in_process else worker_seconds}))
 """
 
 
-def measure(tree: Path, folder: Path, mode: str) -> dict:
+def measure(tree: Path, folder: Path, mode: str, shm_mb: int | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "BENCH_DIR": str(HERE)}
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(folder), mode], env=env, capture_output=True,
-                         text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    command = [sys.executable, "-c", MEASURE, str(folder.resolve()), mode]
+    if shm_mb:
+        command = ["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size={shm_mb}m tmpfs /dev/shm && exec "$@"',
+                   "sh", *command]
+    # (run in the tree: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH, so
+    # run from another checkout it would import that checkout's pipeline, as this did before 2026-11-29)
+    run = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tree)
+    if run.returncode != 0:
+        sys.exit(f"{mode} in {tree}: {run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> None:
@@ -87,6 +109,7 @@ def main(argv=None) -> None:
     parser.add_argument("--folder", help="reuse (or make) the clips here")
     parser.add_argument("--old-tree", help="a checkout of the code to compare with, e.g. e103401")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--shm-mb", type=int, help="a /dev/shm of this size (as Docker's default 64); Linux, root")
     args = parser.parse_args(argv)
 
     configs = [("gpu-box handover, slots", HERE.parent, "gpu-box-slots"), ("gpu-box handover", HERE.parent, "gpu-box"),
@@ -101,18 +124,20 @@ def main(argv=None) -> None:
         else:
             make_videos(folder, args.size, args.videos, args.seconds)
             clips = f"{args.videos} clips of {args.seconds:g} s at {args.size}"
-        print(f"machine: {machine()}; {clips}; one decode worker; median of {args.rounds} alternating rounds")
+        shm = f"; /dev/shm of {args.shm_mb} MB" if args.shm_mb else ""
+        print(f"machine: {machine()}; {clips}; one decode worker{shm}; median of {args.rounds} alternating rounds")
         results = {name: [] for name, _, _ in configs}
         for _ in range(args.rounds):
             for name, tree, mode in configs:
-                results[name].append(measure(tree, folder, mode))
+                results[name].append(measure(tree, folder, mode, args.shm_mb))
     rates = {}
     for name, runs in results.items():
         per_cpu = statistics.median(r["frames"] / r["worker_cpu"] for r in runs)
         wall = statistics.median(r["frames"] / r["wall"] for r in runs)
         rates[name] = per_cpu
+        where = " (decoded in the main process: no room in /dev/shm)" if runs[0].get("in_process") else ""
         print(f"{name:28s} {per_cpu:8.0f} frames per worker CPU-second   {wall:8.0f} frames/s wall "
-              f"({runs[0]['frames']} frames)")
+              f"({runs[0]['frames']} frames){where}")
     old = [v for k, v in rates.items() if k.startswith("old")]
     if old:
         print(f"decode_speedup (gpu-box handover, slots / old) = {rates['gpu-box handover, slots'] / old[0]:.2f}")
