@@ -63,8 +63,9 @@ class PinnedSlots:
     def fitting(cls, slots: int, slot_bytes: int, device: torch.device, free: int | None = None) -> PinnedSlots | None:
         """Up to `slots` slots of `slot_bytes`, in at most half of the free shared memory (`free`: that of
         /dev/shm): smaller slots where they do not fit, down to MIN_SLOT_BYTES, then fewer; None below
-        two. (Ranks of torchrun that start at the same moment each see the same free space: with a
-        small /dev/shm, give each fewer --workers.)"""
+        two, or where the space has gone by the time they are made (ranks of torchrun that start at
+        the same moment each see the same free space): that process's chunks then cross as tensors,
+        or it decodes in its main process (shared_memory.fit_workers)."""
         if free is None:
             try:
                 free = shutil.disk_usage("/dev/shm").free
@@ -74,7 +75,14 @@ class PinnedSlots:
         if slots * slot_bytes > room:
             slot_bytes = max(min(slot_bytes, MIN_SLOT_BYTES), room // slots // ALIGN * ALIGN)
             slots = min(slots, room // slot_bytes)
-        return cls(slots, slot_bytes, device) if slots >= 2 else None
+        if slots < 2:
+            return None
+        try:
+            return cls(slots, slot_bytes, device)
+        except RuntimeError as e:  # torch reserves the pages at once (posix_fallocate): a clean error, no SIGBUS
+            if "No space left on device" not in str(e):
+                raise
+            return None
 
     # --- in a decode worker -------------------------------------------------------------------
     def store(self, planes: list[np.ndarray]) -> dict | None:

@@ -266,3 +266,13 @@ def test_a_gpu_box_in_docker_s_default_dev_shm_decodes_in_its_workers_through_sl
     assert "slots 2\n" in run.stdout and "frames [45, 45]" in run.stdout
     chunks, stored = (int(run.stdout.split(word)[1].split()[0]) for word in ("chunks", "through slots"))
     assert chunks == stored >= 2 * 45 // 20  # every chunk through a slot, each at most 20 frames of 720p
+
+
+def test_slots_whose_space_another_process_took_are_not_made(run_with_dev_shm):
+    """Ranks of torchrun started at the same moment each see the same free space in /dev/shm; the
+    later ones find it gone. They go on without slots (a traceback before)."""
+    script = ("import torch; from pipeline.pinned_slots import PinnedSlots; "
+              "print('slots', PinnedSlots.fitting(7, 32 << 20, torch.device('cpu'), free=200 << 20))")
+    run = run_with_dev_shm(f"{sys.executable} -c \"{script}\"", 64)  # half of the 200 MB it thinks free: 7 x 14 MB
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "slots None"
