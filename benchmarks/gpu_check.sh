@@ -13,6 +13,9 @@
 # --no-deps --only-binary=:all: --platform manylinux_2_5_x86_64 --python-version 3.12 --implementation py
 # --abi none -d .whl py-spy), raw stacks of every thread and worker in $OUT/pyspy_720p.txt: where the
 # main thread's time goes while extract runs (about 1.5 minutes more).
+# SHM64=1: then the 720p run once more, of this tree and $PREV's, in a 64 MB /dev/shm (Docker's default;
+# needs root for unshare and mount): there this tree's slots shrink to fit, where $PREV's decoded in
+# the main process (about 1 minute more per tree).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -45,5 +48,14 @@ if [ -n "${PROFILE:-}" ]; then  # --idle: waiting (on workers, on the GPU) is wh
     echo "PROFILE=1, but no py-spy wheel in .whl: no profile" | tee "$OUT/pyspy_720p_log.txt"
   fi
 fi
+if [ -n "${SHM64:-}" ]; then
+  for tree in . ${PREV:-}; do
+    [ -d "$tree" ] || continue
+    (cd "$tree" && unshare -m sh -c "mount -t tmpfs -o size=64m tmpfs /dev/shm && df -h /dev/shm && \
+      PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD timeout $((90 + SLACK)) $B --folder /tmp/v720p_$N720") 2>&1 \
+      | tee "$OUT/bench_720p_shm64_$([ "$tree" = . ] && echo this || echo "${tree#.}").txt"
+  done
+fi
 PYTHONPATH=$NEW timeout 150 python3 -m pytest -q -x tests/test_cuda.py tests/test_extract.py 2>&1 | tee "$OUT/tests.txt"
+PYTHONPATH=$NEW timeout 60 python3 -m pytest -q tests/test_reliability.py -k "dev_shm or slots" 2>&1 | tee "$OUT/tests_shm.txt"
 [ -n "${SKIP_PRECISION:-}" ] || PYTHONPATH=$NEW timeout 60 python3 benchmarks/precision_check.py 2>&1 | tee "$OUT/precision.txt"
