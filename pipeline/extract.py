@@ -153,6 +153,8 @@ class DecodeJobs(IterableDataset):
                         stored = self.slots.store(chunk.frames.planes) if self.slots else None
                         if stored:  # the planes wait in a pinned slot: only where they lie crosses
                             frames.update(planes=None, stored=stored)
+                        elif self.slots:
+                            frames = _crops_made_here(frames)
                         item["decoded"] = frames
                     if chunk.last:
                         item.update(duration=reader.duration, source_fps=reader.source_fps)
@@ -162,6 +164,16 @@ class DecodeJobs(IterableDataset):
             yield {"kind": "failed", "video": number, "part": part, "error": str(e)}
         except Exception as e:  # a bug or an unexpected library error: keep the run going, say what it was
             yield {"kind": "failed", "video": number, "part": part, "error": f"unexpected {type(e).__name__}: {e}"[:300]}
+
+
+def _crops_made_here(frames: dict) -> dict:
+    """A GPU box's chunk that does not fit a slot (one frame bigger than a slot: a whole 4K frame of a
+    deeper format, turned or from decord, 25 MB as RGB; or 8K), converted and cropped in the worker, as a
+    CPU box's are: as tensors its frames would need /dev/shm room that the slots were sized not to need
+    (in a small /dev/shm a dropped item then stalled the workers until the DataLoader's timeout).
+    One crop per decoded frame; the CNN's device repeats them as shown."""
+    crops = to_crops({**frames, "repeats": torch.ones_like(frames["repeats"])})
+    return {"kind": "crop", "planes": (crops,), "repeats": frames["repeats"], "rotation": 0}
 
 
 def _load_libc():

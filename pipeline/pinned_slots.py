@@ -9,14 +9,16 @@ already shared and page-locked, a chunk reaches the GPU by DMA with no copy on t
 
 The free slots wait in a queue; a worker takes one (waiting while there is none), and the main
 process puts it back once the GPU has read it (a CUDA event says when). Workers cut their chunks to
-fit a slot (`chunk_bytes`); a single frame too big for one, or frames not uint8, travel the
+fit a slot (`chunk_bytes`); a single frame too big for one is converted and cropped in the worker
+(extract._crops_made_here), and only where there are no slots do decoded frames travel the
 DataLoader's way (then unpinned: the driver copies them through its own staging buffer).
 
 Where /dev/shm is small (Docker gives a container 64 MB unless told otherwise) the slots are made
 smaller, down to MIN_SLOT_BYTES, and then fewer, down to two: without them every chunk would need a
 fresh segment of /dev/shm as big as a slot, and where not even one per worker fits, the decoding falls
 back to the main process, one core for the whole box (shared_memory.fit_workers). A worker holds a slot
-only while it copies a decoded chunk in and the main process converts it, so two keep many workers going.
+from copying a decoded chunk in until the GPU has read it, not while it decodes; whether two keep 15
+workers busy on a GPU box is not measured yet.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ import torch
 
 ALIGN = 64  # bytes: each plane starts on a cache line
 MAX_PLANES = 4  # a chunk's planes (Y, U, V; or one RGB plane), each padded to ALIGN: what a slot holds beyond its chunk
-# Slots are not made smaller than this: a 4K frame's region (the pixels its crop is made of) fits, even
-# as RGB (11.0 MB; deeper formats and 4:4:4 are handed over so), and 720p's 20 times (YUV 4:2:0). Two
-# fit in half of Docker's 64 MB with room to spare.
+# Slots are not made smaller than this: a 4K frame's region (the pixels its crop is made of) fits, as YUV
+# 4:2:0 (5.2 MB) or 4:4:4 (11.0 MB), and 720p's 20 times (4:2:0). Frames handed over whole do not (4K
+# of a deeper format, turned or from decord: 25 MB of RGB); they cross as crops made in the worker
+# (extract._crops_made_here). Two fit in half of Docker's 64 MB with room to spare.
 MIN_SLOT_BYTES = 12 << 20
 MAX_COPYING = 4  # slots the main process holds while the GPU has not read them yet (fewer in a small set)
 
@@ -65,7 +68,8 @@ class PinnedSlots:
         /dev/shm): smaller slots where they do not fit, down to MIN_SLOT_BYTES, then fewer; None below
         two, or where the space has gone by the time they are made (ranks of torchrun that start at
         the same moment each see the same free space): that process's chunks then cross as tensors,
-        or it decodes in its main process (shared_memory.fit_workers)."""
+        or it decodes in its main process (shared_memory.fit_workers). With a small /dev/shm, give
+        such ranks fewer --workers: what the slots leave is shared by every rank's items."""
         if free is None:
             try:
                 free = shutil.disk_usage("/dev/shm").free
