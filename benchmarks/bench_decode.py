@@ -57,14 +57,8 @@ kwargs = {} if mode == "old" else {"preprocess_in_worker": not mode.startswith("
 slots = None
 if mode == "gpu-box-slots":  # as Decoding makes them on a GPU box (here shared, not page-locked)
     import torch
-    from pipeline.pinned_slots import PinnedSlots
-    try:
-        from pipeline.extract import gpu_box_slots
-        slots = gpu_box_slots(1, torch.device("cpu"))
-    except ImportError:  # a tree from before small slots (2026-11-29)
-        from pipeline.video import MAX_CHUNK_BYTES
-        slots = PinnedSlots.fitting(1 + 6, MAX_CHUNK_BYTES + (8 << 20), torch.device("cpu"))
-    kwargs["slots"] = slots
+    from pipeline.extract import gpu_box_slots
+    slots = kwargs["slots"] = gpu_box_slots(1, torch.device("cpu"))
     print("slots:", slots and f"{slots.buffer.shape[0]} of {slots.slot_bytes / 2**20:.1f} MB", file=sys.stderr)
 loader = decode_loader(sources, options, 512, False, **kwargs)
 frames = 0
