@@ -383,9 +383,13 @@ def test_frames_through_pinned_slots_are_the_frames_sent_directly(tmp_path):
 def test_slots_shrink_to_fit_a_small_dev_shm():
     """Docker's default /dev/shm of 64 MB: two slots of 12 MB in half of it, where the wanted 32 MB ones
     would leave a GPU box decoding in its main process, on one core."""
-    from pipeline.pinned_slots import MIN_SLOT_BYTES, PinnedSlots
+    from pipeline.pinned_slots import ALIGN, MAX_PLANES, MIN_SLOT_BYTES, PinnedSlots
+    from pipeline.video import MAX_CHUNK_BYTES
 
     cpu = torch.device("cpu")
+    # where there is room, gpu_box_slots' size carries whole chunks of MAX_CHUNK_BYTES
+    full = PinnedSlots.fitting(7, MAX_CHUNK_BYTES + MAX_PLANES * ALIGN, cpu, free=1 << 30)
+    assert full.buffer.shape[0] == 7 and full.chunk_bytes == MAX_CHUNK_BYTES
     for free, count, size in [(1 << 30, 7, 32 << 20), (64 << 20, 2, MIN_SLOT_BYTES), (200 << 20, 7, 100 // 7 << 20)]:
         slots = PinnedSlots.fitting(7, 32 << 20, cpu, free=free)
         assert slots.buffer.shape[0] == count and abs(slots.slot_bytes - size) < 1 << 20
