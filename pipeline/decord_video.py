@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .video import (MAX_CHUNK_BYTES, MAX_CHUNK_FRAMES, YUV_FORMATS, Chunk, Frames, VideoError, VideoReader,
-                    first_line, float32_time_tolerance, orientation, resample, video_stream)
+                    first_line, float32_time_tolerance, open_container, orientation, resample, video_stream)
 
 DECODERS = ("auto", "pyav", "decord")
 # The containers decord is given (by suffix), those its frames are tested against PyAV's on. Not MPEG
@@ -71,7 +71,7 @@ def _fit_for_decord(path) -> bool:
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with open_container(path) as container:
             stream = video_stream(container)
             if stream is not container.streams.best("video"):  # decord reads FFmpeg's pick: here not ours
                 return False  # (a still picture, or a track PyAV's FFmpeg cannot decode)

@@ -183,6 +183,17 @@ def quiet_decoder() -> None:
     av.logging.set_level(av.logging.PANIC)
 
 
+def open_container(path):
+    """av.open(path) for reading, where a metadata tag that is not UTF-8 (a title in Latin-1, as old
+    cameras and tools wrote them) does not fail the file. PyAV 18 raises UnicodeDecodeError on such a
+    tag unless given metadata_errors="ignore"; PyAV 19 (the one pip gives Python 3.12 and later) no
+    longer takes that argument, a TypeError on every file, and reads such tags as surrogates itself."""
+    import av
+
+    before_19 = int(av.__version__.split(".")[0]) < 19
+    return av.open(str(path), **({"metadata_errors": "ignore"} if before_19 else {}))
+
+
 def first_line(text: str) -> str:
     """The first line of a library's message, or "" (the ledger holds one line a video)."""
     return (text.strip().splitlines() or [""])[0]
@@ -211,7 +222,7 @@ class VideoReader:
             quiet_decoder()  # (PyAV then counts FFmpeg's errors, which _decoded_frames reads, printing none)
         self.errors = av.logging.get_last_error()[0]  # FFmpeg's errors before this file was opened
         try:
-            self.container = av.open(str(self.path), metadata_errors="ignore")
+            self.container = open_container(self.path)
         except av.error.FFmpegError as e:
             raise VideoError(f"not a readable video container: {_one_line(e)} (truncated, or not a video file)") from None
         self.stream = video_stream(self.container)
@@ -303,6 +314,7 @@ class VideoReader:
         at = 0.0
         errors = self.errors  # FFmpeg's errors so far: from opening the file on (a damaged header counts)
         unshown = {}  # pts -> why, for packets the decoder logged an error for before the first frame
+        refused = "no reason given"  # FFmpeg's words for the last packet it refused before the first frame
         try:
             for packet in self._packets():
                 if packet is None:  # the file ended inside the last packet: what the decoder still holds
@@ -315,9 +327,15 @@ class VideoReader:
                     frames = packet.decode()
                 except av.error.FFmpegError as e:
                     if self.frames_decoded == 0 and packet.size:
-                        errors = av.logging.get_last_error()[0]
+                        errors, refused = av.logging.get_last_error()[0], _one_line(e)
                         continue  # waiting for a keyframe or the parameter sets, as a player does
                     raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: {_one_line(e)}") from None
+                except ValueError:
+                    # PyAV 19: where the decoder failed to open on the first packet (damaged codec parameters),
+                    # FFmpeg clears its codec and PyAV then refuses every packet ("cannot decode unknown
+                    # codec"); PyAV 18 tried to open it again each time, and failed the same way.
+                    raise VideoError(f"damaged {self.codec_name} data near {at:.2f} s: the decoder cannot start "
+                                     f"on it ({refused})") from None
                 errors, why = self._logged_error(errors, at, at_end=not packet.size)
                 if why:
                     # An error logged, and concealed: MJPEG, FFV1 and HEVC do so without flagging the frame.

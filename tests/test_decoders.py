@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 from formats import CUTS, FORMATS, OPEN_GOP, X264_B, Format, corrupted_copies, write_clip, write_cut
-from videos import frame_number, rotate_90_on_display, write_video
+from videos import frame_number, latin1_title, rotate_90_on_display, write_video
 
 from pipeline.decord_video import FOR_DECORD, DecordReader, _check_timestamps, open_video
 from pipeline.preprocess import to_crops
@@ -162,3 +162,14 @@ def test_decoder_log_reads_ffmpegs_lines_passes_on_the_rest_and_gives_stderr_bac
     assert (os.fstat(2).st_ino, os.fstat(2).st_dev) == (stderr.st_ino, stderr.st_dev)
     err = capfd.readouterr().err
     assert err.count("something else") == 1 and err.count("50%") == 1 and "error while decoding" not in err
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "decord"])
+def test_a_title_tag_that_is_not_utf8_does_not_fail_the_file(tmp_path, decoder):
+    """PyAV 18 raises UnicodeDecodeError opening such a file unless told to ignore it; PyAV 19 no
+    longer takes that argument (it reads the tag as surrogates), so the argument depends on the version."""
+    path = latin1_title(write_video(tmp_path / "old_camera.mp4", 6))
+    reader = open_video(path, 30.0, "rgb", decoder)
+    assert isinstance(reader, DecordReader if decoder == "decord" else VideoReader)
+    index, crops = crops_and_index(reader)
+    assert index == list(range(6)) and [frame_number(c) for c in crops] == index

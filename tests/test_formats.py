@@ -21,7 +21,7 @@ import pipeline
 from pipeline.cli import main
 from pipeline.features import FeatureExtractor, load_state_dict
 from pipeline.preprocess import to_crops
-from pipeline.video import VideoError, VideoReader
+from pipeline.video import VideoError, VideoReader, open_container
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -194,7 +194,7 @@ def ffmpeg_errors(path) -> list[str]:
     try:
         with av.logging.Capture() as logs:
             try:
-                with av.open(str(path), metadata_errors="ignore") as container:
+                with open_container(path) as container:
                     container.streams.video[0].codec_context.thread_count = 1
                     for _ in container.decode(video=0):
                         pass

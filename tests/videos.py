@@ -55,6 +55,28 @@ def write_video(path, frames: int | list[np.ndarray], fps: float = 30, width: in
     return path
 
 
+def latin1_title(path, title: str = "Caf\u00e9 ABC") -> Path:
+    """Give an mp4 a title tag in Latin-1, not UTF-8, as old cameras and tools wrote them: the file is
+    remuxed with the title in UTF-8, whose bytes are then swapped for Latin-1's ("\u00e9" is two bytes
+    in UTF-8 and one in Latin-1, so a space pads it: the atoms keep their sizes)."""
+    path = Path(path)
+    utf8, latin1 = title.encode(), title.encode("latin-1")
+    latin1 += b" " * (len(utf8) - len(latin1))
+    remuxed = path.with_suffix(".titled.mp4")
+    with av.open(str(path)) as source, av.open(str(remuxed), "w") as target:
+        target.metadata["title"] = title
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    data = remuxed.read_bytes()
+    assert data.count(utf8) == 1, "the title is written once"
+    path.write_bytes(data.replace(utf8, latin1))
+    remuxed.unlink()
+    return path
+
+
 def rotate_90_on_display(path) -> Path:
     """Mark an mp4 as shown turned 90 degrees clockwise, as phones mark portrait footage: the display
     matrix in the track header (tkhd), which players, ffmpeg and decord apply."""
