@@ -18,8 +18,9 @@ if [ -z "${PYTHON:-}" ]; then
     if [ ! -x "$PYTHON" ]; then
         work=$(mktemp -d)
         echo "deb http://deb.debian.org/debian trixie main" > "$work/sources.list"
+        mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
         apt_dirs=(-o Dir::Etc::SourceList="$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
-                  -o Dir::State::Lists="$work" -o Dir::Cache="$work")
+                  -o Dir::State::Lists="$work/lists" -o Dir::Cache="$work/cache")
         apt-get "${apt_dirs[@]}" update -qq
         (cd "$work" && apt-get "${apt_dirs[@]}" download python3.13 python3.13-minimal libpython3.13-minimal \
             libpython3.13-stdlib python3-pip-whl libc6 libssl3t64 libexpat1 zlib1g libbz2-1.0 libffi8 liblzma5 \
