@@ -351,8 +351,9 @@ def decode_loader(todo: list[VideoSource], options: ExtractOptions, batch_size: 
         batch_size=None, num_workers=workers, pin_memory=pin_memory,
         # The platform's default start method: fork on Linux up to Python 3.13, which starts workers in
         # milliseconds instead of seconds (safe: the workers never use CUDA, and extract() makes them
-        # before it opens HDF5 files or starts threads); forkserver from Python 3.14, and spawn on macOS,
-        # for which the tests pass too (run on 3.13 with forkserver as the default, 2026-11-29).
+        # before it opens HDF5 files or starts threads); forkserver from Python 3.14, and spawn on macOS.
+        # The tests that start workers (extract, train, predict, CLI, reliability, shards) pass with
+        # forkserver too (on Python 3.13 with it made the default, 2026-11-29).
         prefetch_factor=prefetch, in_order=False,
         worker_init_fn=_init_decode_worker, timeout=WORKER_TIMEOUT_S if workers else 0,
     )
