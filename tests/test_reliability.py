@@ -77,8 +77,6 @@ def test_a_second_writer_on_the_same_cache_is_refused(tmp_path, capsys, weights_
 
 
 def write_audio_only(path):
-    import av
-
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=16000)
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
@@ -277,8 +275,6 @@ def test_a_gpu_box_in_docker_s_default_dev_shm_decodes_in_its_workers_through_sl
     Smaller slots keep every worker decoding. A frame bigger than a slot (4K 10-bit goes whole, as 25 MB
     of RGB) crosses as crops made in the worker: as a tensor it found /dev/shm full, and the lost item
     stalled the workers until the DataLoader's timeout. Run on the CPU: page-locking is left out."""
-    import av
-
     for i in range(2):
         write_video(tmp_path / "in" / f"c{i}" / "v.mp4", 45, width=1280, height=720)  # (content does not matter)
     for i in range(2):
