@@ -106,11 +106,6 @@ def main(argv=None) -> None:
     parser.add_argument("--shm-mb", type=int, help="a /dev/shm of this size (as Docker's default 64); Linux, root")
     args = parser.parse_args(argv)
 
-    configs = [("gpu-box handover, slots", HERE.parent, "gpu-box-slots"), ("gpu-box handover", HERE.parent, "gpu-box"),
-               ("cpu-box handover", HERE.parent, "cpu-box"),
-               ("decord", HERE.parent, "decord")]
-    if args.old_tree:
-        configs.append(("old (" + Path(args.old_tree).name + ")", Path(args.old_tree).resolve(), "old"))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.folder) if args.folder else Path(tmp) / "videos"
         if folder.exists():
@@ -120,10 +115,21 @@ def main(argv=None) -> None:
             clips = f"{args.videos} clips of {args.seconds:g} s at {args.size}"
         shm = f"; /dev/shm of {args.shm_mb} MB" if args.shm_mb else ""
         print(f"machine: {machine()}; {clips}; one decode worker{shm}; median of {args.rounds} alternating rounds")
-        results = {name: [] for name, _, _ in configs}
-        for _ in range(args.rounds):
-            for name, tree, mode in configs:
-                results[name].append(measure(tree, folder, mode, args.shm_mb))
+        compare(folder, args.old_tree, args.rounds, args.shm_mb)
+
+
+def compare(folder: Path, old_tree: str | None, rounds: int, shm_mb: int | None = None) -> dict[str, float]:
+    """Every configuration (and the old tree's, if given) over the clips in `folder`, rounds alternating;
+    prints each one's median frames per worker CPU-second, and the speedups over the old tree."""
+    configs = [("gpu-box handover, slots", HERE.parent, "gpu-box-slots"), ("gpu-box handover", HERE.parent, "gpu-box"),
+               ("cpu-box handover", HERE.parent, "cpu-box"),
+               ("decord", HERE.parent, "decord")]
+    if old_tree:
+        configs.append(("old (" + Path(old_tree).name + ")", Path(old_tree).resolve(), "old"))
+    results = {name: [] for name, _, _ in configs}
+    for _ in range(rounds):
+        for name, tree, mode in configs:
+            results[name].append(measure(tree, folder, mode, shm_mb))
     rates = {}
     for name, runs in results.items():
         per_cpu = statistics.median(r["frames"] / r["worker_cpu"] for r in runs)
@@ -137,6 +143,7 @@ def main(argv=None) -> None:
         print(f"decode_speedup (gpu-box handover, slots / old) = {rates['gpu-box handover, slots'] / old[0]:.2f}")
         print(f"decode_speedup (gpu-box handover / old) = {rates['gpu-box handover'] / old[0]:.2f}")
         print(f"decode_speedup (cpu-box handover / old) = {rates['cpu-box handover'] / old[0]:.2f}")
+    return rates
 
 
 if __name__ == "__main__":

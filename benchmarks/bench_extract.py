@@ -2,6 +2,7 @@
 
     python benchmarks/bench_extract.py [--size 320x240|720p|1080p] [--videos N] [--seconds S]
                                        [--folder DIR] [--device auto] [--batch-size N] [--workers N]
+                                       [--old-tree DIR [--decode-rounds N]]
 
 Three figures, in frames/s of 30 fps output:
   decode ceiling  the same decode workers (and, on CUDA, the conversion and resize on the GPU), no CNN
@@ -17,6 +18,11 @@ Last line: extract_ratio = extract / the lower ceiling. Targets: >= 0.85 on a 2-
 --shards N (CPU): also extract as N shards at once (`--shard i/N --threads 1 --workers 0` each: one
 single-threaded CNN per core, decoding between its own batches), timed from a common start, after
 imports, to the last shard's end; extract_ratio_shards compares it with the same ceiling.
+
+--old-tree DIR: then also the decode side per core, this code and the checkout in DIR (e.g. `git
+worktree add ../old e103401`) side by side on the same clips: frames per CPU-second of one decode worker,
+rounds alternating (bench_decode.py's comparison, which says what each handover is), and
+decode_speedup lines, the new code's rate over the old's (issue 10's target: at least 1.5).
 """
 
 from __future__ import annotations
@@ -209,6 +215,9 @@ def main(argv=None) -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     parser.add_argument("--cnn-seconds", type=float, default=15.0, help="how long to time the CNN alone")
     parser.add_argument("--shards", type=int, default=0, help="also extract as this many single-threaded shards at once")
+    parser.add_argument("--old-tree", help="also the decode side per worker, this code against the checkout here "
+                        "(e.g. e103401), on the same clips: bench_decode.py's comparison")
+    parser.add_argument("--decode-rounds", type=int, default=3, help="alternating rounds of that comparison")
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -258,6 +267,12 @@ def main(argv=None) -> None:
             shards_fps = frames / seconds
             print(f"extract, {args.shards} single-threaded shards at once: {shards_fps:9.1f} frames/s "
                   f"({frames} frames in {seconds:.1f} s, {failed} failed)")
+        if args.old_tree:
+            from bench_decode import compare
+
+            print(f"the decode side per worker, this code against {args.old_tree} "
+                  f"(median of {args.decode_rounds} alternating rounds):")
+            compare(folder, args.old_tree, args.decode_rounds)
     bound = "decode" if decode_fps < cnn_fps else "cnn"
     print(f"bound by {bound}; extract_ratio = extract / min(decode, cnn)")
     print(f"extract_ratio={extract_fps / min(decode_fps, cnn_fps):.3f}")
