@@ -316,6 +316,50 @@ def test_a_weights_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path
     assert not (tmp_path / "pwned").exists()
 
 
+def _safetensors_file(path):
+    import struct
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(4))
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("text", "neither a zip archive nor a pickle"),
+    ("empty", "an empty file"),
+    ("damaged pickle", "a damaged file (KeyError"),  # the weights-only unpickler raised KeyError: a traceback
+    ("safetensors", "a safetensors file"),
+    ("hdf5", "an HDF5 file"),
+    ("whole model", "torch.save(model.state_dict(), PATH)"),
+])
+def test_a_weights_file_torch_cannot_read_is_refused_in_one_line_with_the_reason(tmp_path, capsys, kind, words):
+    """What users pass by mistake: no traceback, the reason, nothing made; the same loader reads checkpoints."""
+    bad = tmp_path / "weights"
+    if kind == "text":
+        bad.write_text("hi\n")
+    elif kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "damaged pickle":
+        bad.write_bytes(b"\x80\x02hi")
+    elif kind == "safetensors":
+        _safetensors_file(bad)
+    elif kind == "hdf5":
+        import h5py
+
+        with h5py.File(bad, "w") as f:
+            f["x"] = [1]
+    else:
+        torch.save(torch.nn.Linear(2, 2), bad)
+    write_video(tmp_path / "in" / "x" / "a.mp4", 10)
+    code, _, err = run_cli(capsys, "extract", tmp_path / "in", "--out", tmp_path / "cache", "--weights", bad,
+                           "--workers", 0)
+    assert code == EXIT_ERROR and words in err and str(bad) in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "cache").exists()
+    from pipeline.train import TrainError, load_checkpoint
+
+    with pytest.raises(TrainError, match="cannot read as a checkpoint|refused to load"):
+        load_checkpoint(bad)
+
+
 def test_float16_storage_halves_the_cache_and_keeps_the_features(tmp_path, capsys, weights_file):
     write_video(tmp_path / "in" / "x" / "a.mp4", textured_frames(10))
     for dtype in ("float32", "float16"):
