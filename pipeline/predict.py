@@ -11,7 +11,7 @@ import torch
 
 from .cache import SETTINGS_FILE, CacheError, open_cache, write_json_atomic
 from .extract import ExtractOptions, extract
-from .inputs import InputError, VideoSource
+from .inputs import InputError, VideoSource, find_videos
 from .train import load_run, window_logits
 
 
@@ -37,12 +37,8 @@ def predict(run_dir, videos: list[str], weights: str | None = None, device: str 
     or {"video", "error"} for a video that could not be decoded."""
     model, checkpoint = load_run(run_dir, "cpu")
     feature_settings = checkpoint["feature_settings"]
-    sources = []
-    for video in videos:
-        path = Path(video)
-        if not path.is_file():
-            raise InputError(f"{video}: no such video file")
-        sources.append(VideoSource(id=str(path.resolve()), path=path, label=""))
+    videos = _video_files(videos)
+    sources = [VideoSource(id=str(Path(video).resolve()), path=Path(video), label="") for video in videos]
     options = ExtractOptions(fps=feature_settings["fps"], weights=weights_for(feature_settings, weights),
                              device=device, dtype=feature_settings["dtype"],
                              precision=feature_settings.get("precision", "fp32"), progress=progress)
@@ -57,6 +53,24 @@ def predict(run_dir, videos: list[str], weights: str | None = None, device: str 
         with open_cache(cache_dir) as cache:
             return [_result(model, checkpoint, cache, source.id, str(video), failures)
                     for source, video in zip(sources, videos)]
+
+
+def _video_files(videos: list[str]) -> list[str]:
+    """The files given, with each folder given replaced by the videos under it (found as `extract`
+    finds them, in sorted order)."""
+    files = []
+    for video in videos:
+        path = Path(video)
+        if path.is_dir():
+            found = [str(source.path) for source in find_videos(path)]
+            if not found:
+                raise InputError(f"{video}: no video files found in this folder")
+            files += found
+        elif path.is_file():
+            files.append(video)
+        else:
+            raise InputError(f"{video}: no such video file or folder")
+    return files
 
 
 def _result(model, checkpoint, cache, video_id: str, video: str, failures: dict) -> dict:

@@ -60,6 +60,29 @@ def test_predict_reports_a_bad_video_and_still_labels_the_good_one(trained_run, 
     assert results[1]["label"] in ("left", "right")
 
 
+def test_predict_takes_folders_of_videos_as_extract_finds_them(trained_run, capsys):
+    """A folder given stands for the videos under it (sorted, hidden files left out); a folder with
+    none, or a path that is neither, stops with one line before anything is decoded."""
+    folder = trained_run / "new_folder"
+    write_video(folder / "b" / "two.mp4", moving_square(-1, seed=7))
+    write_video(folder / "a" / "one.mp4", moving_square(+1, seed=6))
+    (folder / "notes.txt").write_text("not a video")
+    (folder / "._one.mp4").write_bytes(b"\0" * 64)  # a Mac's AppleDouble sidecar
+    single = write_video(trained_run / "single.mp4", moving_square(+1, seed=8))
+    capsys.readouterr()
+    code = main(["predict", str(trained_run / "run"), str(folder), str(single), "--json"])
+    results = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert [r["video"] for r in results] == [str(folder / "a" / "one.mp4"), str(folder / "b" / "two.mp4"), str(single)]
+    assert all(r["label"] in ("left", "right") for r in results)
+    (trained_run / "empty_folder").mkdir()
+    for path, words in ((trained_run / "empty_folder", "no video files found in this folder"),
+                        (trained_run / "nothere", "no such video file or folder")):
+        code = main(["predict", str(trained_run / "run"), str(path)])
+        err = capsys.readouterr().err
+        assert code == EXIT_ERROR and words in err and "Traceback" not in err
+
+
 def test_predict_refuses_weights_other_than_the_training_caches(trained_run, tmp_path, capsys, weights_file):
     video = write_video(tmp_path / "v.mp4", moving_square(+1))
     capsys.readouterr()
