@@ -214,8 +214,10 @@ class VideoReader:
         import av
 
         self.path, self.fps, self.handover = Path(path), fps, handover
+        if not self.path.exists():
+            raise VideoError("no such file (a CSV manifest's path is relative to the manifest's folder)")
         if not os.access(self.path, os.R_OK):
-            raise VideoError("cannot read the file (permission denied or missing)")
+            raise VideoError("cannot read the file: permission denied")
         if self.path.stat().st_size == 0:
             raise VideoError("empty file")
         if av.logging.get_level() is None:

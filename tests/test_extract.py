@@ -103,6 +103,14 @@ def test_a_csv_manifest_gives_paths_relative_to_its_folder_and_its_labels(tmp_pa
     assert sorted(labels.values()) == ["running", "waving"]
 
 
+def test_a_manifest_path_that_does_not_exist_fails_as_missing_and_the_rest_is_done(tmp_path, capsys, weights_file):
+    (tmp_path / "list.csv").write_text("path,label\nc.mp4,running\nnot_there.mp4,running\n")
+    write_video(tmp_path / "c.mp4", 10)
+    code, out, _ = run_cli(capsys, "extract", tmp_path / "list.csv", "--out", tmp_path / "cache",
+                           "--weights", weights_file, "--workers", 0)
+    assert code == EXIT_SOME_FAILED and "not_there.mp4: no such file" in out and "permission" not in out
+
+
 def test_rerunning_skips_videos_already_done(tmp_path, capsys, video_folder, weights_file):
     cache = tmp_path / "cache"
     run_cli(capsys, "extract", video_folder, "--out", cache, "--weights", weights_file, "--workers", 0)
