@@ -203,6 +203,9 @@ def read_settings(cache_dir: Path) -> dict:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
+        if any((Path(cache_dir) / name).exists() for name in ("best.pt", "last.pt")):
+            raise CacheError(f"{cache_dir}: a run folder of `pipeline train`, not a feature cache (the folder "
+                             f"`pipeline extract` made); `pipeline evaluate {cache_dir}` scores the run") from None
         raise CacheError(f"{cache_dir}: not a feature cache (no {SETTINGS_FILE}); make one with `pipeline extract`")
     except (OSError, json.JSONDecodeError) as e:
         raise CacheError(f"{path}: cannot read the cache settings: {e}")

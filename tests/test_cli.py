@@ -226,6 +226,17 @@ def test_resume_without_a_run_is_an_error_and_creates_nothing(small, tmp_path):
     assert not (tmp_path / "none").exists()
 
 
+def test_a_run_folder_given_for_a_cache_is_named_as_one(tmp_path, capsys):
+    """A newcomer passes the run to `info` or `train`: the message says what the folder is."""
+    (tmp_path / "run").mkdir()
+    torch.save({}, tmp_path / "run" / "best.pt")
+    for command in (["info", tmp_path / "run"], ["train", tmp_path / "run", "--out", tmp_path / "run2"]):
+        assert cli.main([str(a) for a in command]) == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert "a run folder of `pipeline train`, not a feature cache" in err and "Traceback" not in err
+    assert not (tmp_path / "run2").exists()
+
+
 def test_a_failed_train_leaves_no_run_folder(tmp_path):
     one_label = write_cache(tmp_path / "one_label", {"a/1.mp4": ("a", np.zeros((40, 4), np.float32))},
                             synthetic_settings(4))
