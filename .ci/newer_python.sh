@@ -15,8 +15,11 @@
 #     PY=3.14 .ci/newer_python.sh    # the same on Python 3.14
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${PYTHON:-}" ]; then  # (its version names the venv)
+    PY=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+fi
 PY=${PY:-3.13}
-case $PY in 3.13) SUITE=trixie ;; 3.14) SUITE=sid ;; *) echo "PY is 3.13 or 3.14" >&2; exit 2 ;; esac
+case $PY in 3.13) SUITE=trixie ;; 3.14) SUITE=sid ;; *) [ -n "${PYTHON:-}" ] || { echo "PY is 3.13 or 3.14" >&2; exit 2; } ;; esac
 PREFIX=${PREFIX:-/opt/py${PY/./}}
 VENV=${VENV:-.venv${PY/./}}
 if [ -z "${PYTHON:-}" ]; then

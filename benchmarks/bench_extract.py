@@ -12,7 +12,8 @@ Three figures, in frames/s of 30 fps output:
                   pipeline's extractor on crops in memory
   extract         pipeline's extract() end to end into a new cache (worker start-up included)
 Under the decode ceiling and extract, a line says how many cores each part kept busy. On a CPU the
-fastest form is timed once more after extract, and the faster of the two timings is the ceiling.
+two fastest forms (one forward per core, the pipeline's extractor) are timed once more after extract,
+and the fastest of all the timings is the ceiling.
 Last line: extract_ratio = extract / the lower ceiling. Targets: >= 0.85 on a 2-core CPU
 (bound by the CNN), >= 0.9 on a GPU box (bound by decoding).
 
@@ -139,13 +140,13 @@ def _one_forward_per_core(model, x, seconds: float) -> float:
     import threading
 
     threads = torch.get_num_threads()
-    done, stop = [0] * threads, time.perf_counter() + seconds
+    done = [0] * threads
 
     def run(i):
         with torch.inference_mode():
             model(x)  # warm-up
             started[i] = time.perf_counter()
-            while time.perf_counter() < stop:
+            while time.perf_counter() < started[i] + seconds:
                 model(x)
                 done[i] += len(x)
 
@@ -220,6 +221,8 @@ def main(argv=None) -> None:
                         "(e.g. e103401), on the same clips: bench_decode.py's comparison")
     parser.add_argument("--decode-rounds", type=int, default=3, help="alternating rounds of that comparison")
     args = parser.parse_args(argv)
+    if args.old_tree and not (Path(args.old_tree) / "pipeline").is_dir():
+        parser.error(f"--old-tree {args.old_tree}: no pipeline/ there (make one: git worktree add DIR e103401)")
 
     device = resolve_device(args.device)
     batch_size = args.batch_size or default_batch_size(device, torch.get_num_threads())  # as extract's
@@ -265,14 +268,18 @@ def main(argv=None) -> None:
         print(f"  {use.report()}")
         if device.type == "cpu" and torch.get_num_threads() > 1:
             # A CPU's speed drifts (this project's VM: the ceiling moved 22% between runs minutes apart,
-            # BENCHMARKS.md): time its fastest form once more after extract and keep the faster, so a
-            # slow moment before extract cannot flatter the ratio
-            again = _one_forward_per_core(
-                FeatureExtractor.create(state_dict, device).model,
+            # BENCHMARKS.md): time its two fastest forms once more after extract and keep the fastest, so
+            # a slow moment before extract cannot flatter the ratio
+            extractor = FeatureExtractor.create(state_dict, device, args.precision, lanes=lanes)
+            per_core = _one_forward_per_core(
+                extractor.model,
                 torch.randn(CPU_ROWS_PER_LANE, 3, CROP_SIZE, CROP_SIZE).contiguous(memory_format=torch.channels_last),
                 args.cnn_seconds / 2)
-            print(f"cnn ceiling after extract: one single-threaded forward per core {again:.1f} frames/s"
-                  f"{' (the ceiling now)' if again > cnn_fps else ''}")
+            pipeline_again = cnn_ceiling(extractor, batch_size, args.cnn_seconds / 2)
+            extractor.close()
+            again = max(per_core, pipeline_again)
+            print(f"cnn ceiling after extract: one single-threaded forward per core {per_core:.1f}, pipeline's "
+                  f"extractor {pipeline_again:.1f} frames/s{' (the ceiling now)' if again > cnn_fps else ''}")
             cnn_fps = max(cnn_fps, again)
         if args.shards:
             frames, seconds, failed = extract_in_shards(folder, Path(tmp) / "shards", options, args.shards)

@@ -241,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "Run stage one on new videos with the training cache's feature settings, then the run's\n"
                 "LSTM over their windows: a label per video and per window.", True)
     p.add_argument("run", metavar="RUN_DIR", help="the run folder made by `pipeline train`")
-    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files to label, or folders of them "
-                   "(searched as extract searches)")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files to label, or folders or CSV "
+                   "manifests of them (read as extract reads them)")
     p.add_argument("--json", action="store_true", help="one JSON list: per video its label and its windows")
     p.add_argument("--weights", default=None,
                    help="the CNN weights (default: those of the run's training cache: imagenet or random; "

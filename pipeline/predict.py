@@ -56,21 +56,24 @@ def predict(run_dir, videos: list[str], weights: str | None = None, device: str 
 
 
 def _video_files(videos: list[str]) -> list[str]:
-    """The files given, with each folder given replaced by the videos under it (found as `extract`
-    finds them, in sorted order)."""
+    """The files given, each folder or CSV manifest replaced by the videos it holds (found as `extract`
+    finds them, in its order); a video given twice is labelled once."""
     files = []
     for video in videos:
         path = Path(video)
-        if path.is_dir():
+        if path.is_dir() or (path.is_file() and path.suffix.lower() == ".csv"):
             found = [str(source.path) for source in find_videos(path)]
             if not found:
-                raise InputError(f"{video}: no video files found in this folder")
+                raise InputError(f"{video}: no video files found in this {'folder' if path.is_dir() else 'manifest'}")
             files += found
         elif path.is_file():
             files.append(video)
         else:
             raise InputError(f"{video}: no such video file or folder")
-    return files
+    first = {}
+    for file in files:
+        first.setdefault(Path(file).resolve(), file)
+    return list(first.values())
 
 
 def _result(model, checkpoint, cache, video_id: str, video: str, failures: dict) -> dict:

@@ -10,11 +10,14 @@ import torch
 
 
 def load_without_code(path: Path, error: type[Exception], what: str):
-    """torch.load(path, weights_only=True) on the CPU; every failure raised as `error` with a
-    one-line message naming the file. `what` names what the file should be, for that message."""
-    not_torch = _not_a_torch_file(path)
-    if not_torch:
-        raise error(f"{path}: cannot read as a {what}: {not_torch}")
+    """torch.load(path, weights_only=True) on the CPU (a safetensors file through safetensors, which
+    holds only tensors); every failure raised as `error` with a one-line message naming the file.
+    `what` names what the file should be, for that message."""
+    kind = _kind(path)
+    if kind == "safetensors":
+        return _load_safetensors(path, error)
+    if kind is not None:
+        raise error(f"{path}: cannot read as a {what}: {kind}")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it then reads fine
             warnings.simplefilter("ignore", UserWarning)
@@ -22,40 +25,59 @@ def load_without_code(path: Path, error: type[Exception], what: str):
     except FileNotFoundError:
         raise error(f"{path}: no such {what}") from None
     except pickle.UnpicklingError as e:
-        # torch's own message suggests weights_only=False, the one thing not to do: keep only
-        # the line that names what was found
-        found = [line.strip().split(". Please use")[0] for line in str(e).splitlines()
-                 if "GLOBAL" in line or "Unsupported" in line]
-        whole_model = "state dict" in what and any("GLOBAL" in line for line in found)
+        # torch's own message suggests weights_only=False, the one thing not to do: keep only the line
+        # that names what was found. An "Unsupported global" is code the file would run; anything else
+        # the weights-only unpickler refuses is a damaged pickle, or one torch.save does not write.
+        found = [line.strip().split(". Please use")[0] for line in str(e).splitlines() if "Unsupported" in line]
+        if not any("GLOBAL" in line for line in found):
+            raise error(f"{path}: refused to load: a damaged file, or a pickle that torch.save does not write "
+                        f"and torch's weights-only loader does not read" + (f" ({found[0]})" if found else "")) from None
+        whole_model = "state dict" in what and any("GLOBAL torch.nn." in line for line in found)
         raise error(
             f"{path}: refused to load: it holds more than tensors and plain containers, and loading it "
-            f"could run code" + (f" ({found[0]})" if found else "")
+            f"could run code ({found[0]})"
             + ("; a whole model saved with torch.save(model)? Save its weights instead: "
                "torch.save(model.state_dict(), PATH)" if whole_model else "")
         ) from None
     except (OSError, RuntimeError, EOFError) as e:
-        raise error(f"{path}: cannot read as a {what}: {str(e).strip().splitlines()[0]}") from None
+        raise error(f"{path}: cannot read as a {what}: {_first_line(e)}") from None
     except Exception as e:  # noqa: BLE001  the weights-only unpickler fails every which way on a damaged
         # pickle (KeyError, IndexError, ValueError...); nothing of the file has run, so say so in one line
-        raise error(f"{path}: cannot read as a {what}: a damaged file ({type(e).__name__}: "
-                    f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no detail'})") from None
+        raise error(f"{path}: cannot read as a {what}: a damaged file ({type(e).__name__}: {_first_line(e)})") from None
 
 
-def _not_a_torch_file(path: Path) -> str | None:
-    """Why the file cannot be one that torch.save wrote, told by its first bytes (None where it may be):
-    torch.save writes a zip archive (a pickle from older PyTorch); what else users pass, by name."""
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else f"{type(e).__name__}, no detail (a file cut short?)"
+
+
+def _kind(path: Path) -> str | None:
+    """What the file is, told by its first bytes, where it cannot be what torch.save writes:
+    "safetensors", or the reason in words; None where it may be (a zip archive, or a pickle of
+    protocol 2 or later, as older PyTorch wrote), for torch.load to decide."""
     try:
         with open(path, "rb") as f:
             head = f.read(16)
     except OSError:
         return None  # (torch.load then says why: missing, a folder, no permission)
+    if len(head) > 9 and head[8:10] == b'{"':  # (first: an 8-byte header length may begin with 0x80)
+        return "safetensors"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
-        return None  # a zip archive, or a pickle (protocol 2 and later): torch.load decides
+        return None
     if not head:
         return "an empty file"
-    if len(head) > 9 and head[8:10] == b'{"':
-        return ("a safetensors file; torch.load reads what torch.save wrote (convert it: "
-                "torch.save(safetensors.torch.load_file(FILE), PATH))")
     if head.startswith(b"\x89HDF"):
         return "an HDF5 file (Keras weights?), not what torch.save writes"
-    return "not what torch.save writes (neither a zip archive nor a pickle)"
+    return "not what torch.save writes (neither a zip archive nor a pickle of protocol 2 or later)"
+
+
+def _load_safetensors(path: Path, error: type[Exception]) -> dict:
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise error(f"{path}: a safetensors file; reading it needs the safetensors package "
+                    "(pip install safetensors)") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # noqa: BLE001  (safetensors parses a JSON header and raw tensors; no code runs)
+        raise error(f"{path}: cannot read as a safetensors file: {_first_line(e)}") from None

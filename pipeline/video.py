@@ -214,11 +214,15 @@ class VideoReader:
         import av
 
         self.path, self.fps, self.handover = Path(path), fps, handover
-        if not self.path.exists():
-            raise VideoError("no such file (a CSV manifest's path is relative to the manifest's folder)")
+        try:
+            size = self.path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            raise VideoError("no such file") from None
+        except OSError as e:  # (a folder on the way that may not be entered: PermissionError)
+            raise VideoError(f"cannot read the file: {e.strerror or type(e).__name__}") from None
         if not os.access(self.path, os.R_OK):
             raise VideoError("cannot read the file: permission denied")
-        if self.path.stat().st_size == 0:
+        if size == 0:
             raise VideoError("empty file")
         if av.logging.get_level() is None:
             quiet_decoder()  # (PyAV then counts FFmpeg's errors, which _decoded_frames reads, printing none)

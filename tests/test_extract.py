@@ -324,48 +324,73 @@ def test_a_weights_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path
     assert not (tmp_path / "pwned").exists()
 
 
-def _safetensors_file(path):
+def _safetensors_file(path, header_bytes: int = 0):
+    """A safetensors file (an 8-byte header length, a JSON header, raw tensors), its header padded with
+    spaces to `header_bytes` (128: the file's first byte is 0x80, as a pickle's is)."""
     import struct
 
     header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
-    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(4))
+    header += b" " * max(0, header_bytes - len(header))
+    path.write_bytes(struct.pack("<Q", len(header)) + header + np.float32(2.5).tobytes())
+
+
+def _write_unreadable_weights(path, kind):
+    if kind == "text":
+        path.write_text("hi\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "damaged pickle":
+        path.write_bytes(b"\x80\x02hi")  # the weights-only unpickler raised KeyError: 105, a traceback
+    elif kind == "cut short":  # the legacy format, cut: EOFError with no message, then an IndexError
+        torch.save({"w": torch.zeros(8)}, path, _use_new_zipfile_serialization=False)
+        path.write_bytes(path.read_bytes()[:7])
+    elif kind == "hdf5":
+        import h5py
+
+        with h5py.File(path, "w") as f:
+            f["x"] = [1]
+    else:
+        torch.save(torch.nn.Linear(2, 2), path)
 
 
 @pytest.mark.parametrize("kind, words", [
     ("text", "neither a zip archive nor a pickle"),
     ("empty", "an empty file"),
-    ("damaged pickle", "a damaged file (KeyError"),  # the weights-only unpickler raised KeyError: a traceback
-    ("safetensors", "a safetensors file"),
+    ("damaged pickle", "a damaged file"),
+    ("cut short", "cannot read as a PyTorch state dict"),
     ("hdf5", "an HDF5 file"),
     ("whole model", "torch.save(model.state_dict(), PATH)"),
 ])
 def test_a_weights_file_torch_cannot_read_is_refused_in_one_line_with_the_reason(tmp_path, capsys, kind, words):
     """What users pass by mistake: no traceback, the reason, nothing made; the same loader reads checkpoints."""
     bad = tmp_path / "weights"
-    if kind == "text":
-        bad.write_text("hi\n")
-    elif kind == "empty":
-        bad.write_bytes(b"")
-    elif kind == "damaged pickle":
-        bad.write_bytes(b"\x80\x02hi")
-    elif kind == "safetensors":
-        _safetensors_file(bad)
-    elif kind == "hdf5":
-        import h5py
-
-        with h5py.File(bad, "w") as f:
-            f["x"] = [1]
-    else:
-        torch.save(torch.nn.Linear(2, 2), bad)
+    _write_unreadable_weights(bad, kind)
     write_video(tmp_path / "in" / "x" / "a.mp4", 10)
     code, _, err = run_cli(capsys, "extract", tmp_path / "in", "--out", tmp_path / "cache", "--weights", bad,
                            "--workers", 0)
     assert code == EXIT_ERROR and words in err and str(bad) in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "cache").exists()
+    assert ("could run code" in err) == (kind == "whole model")  # only a class to build is code
     from pipeline.train import TrainError, load_checkpoint
 
     with pytest.raises(TrainError, match="cannot read as a checkpoint|refused to load"):
         load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("header_bytes", [0, 128])
+def test_a_safetensors_file_is_read_with_safetensors_where_it_is_installed(tmp_path, header_bytes):
+    """Told by its bytes, not its name (a 128-byte header makes the first byte a pickle's 0x80)."""
+    from pipeline.features import WeightsError, load_state_dict
+
+    path = tmp_path / "weights.bin"
+    _safetensors_file(path, header_bytes)
+    try:
+        import safetensors  # noqa: F401
+    except ImportError:
+        with pytest.raises(WeightsError, match="a safetensors file; reading it needs the safetensors package"):
+            load_state_dict(path)
+    else:
+        assert torch.equal(load_state_dict(path)["w"], torch.tensor([2.5]))
 
 
 def test_float16_storage_halves_the_cache_and_keeps_the_features(tmp_path, capsys, weights_file):

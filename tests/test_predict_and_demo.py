@@ -61,8 +61,9 @@ def test_predict_reports_a_bad_video_and_still_labels_the_good_one(trained_run, 
 
 
 def test_predict_takes_folders_of_videos_as_extract_finds_them(trained_run, capsys):
-    """A folder given stands for the videos under it (sorted, hidden files left out); a folder with
-    none, or a path that is neither, stops with one line before anything is decoded."""
+    """A folder given stands for the videos under it (sorted, hidden files left out), a CSV manifest for
+    those it lists, and a video given twice is labelled once; a folder with none, or a path that is
+    neither, stops with one line before anything is decoded."""
     folder = trained_run / "new_folder"
     write_video(folder / "b" / "two.mp4", moving_square(-1, seed=7))
     write_video(folder / "a" / "one.mp4", moving_square(+1, seed=6))
@@ -70,7 +71,9 @@ def test_predict_takes_folders_of_videos_as_extract_finds_them(trained_run, caps
     (folder / "._one.mp4").write_bytes(b"\0" * 64)  # a Mac's AppleDouble sidecar
     single = write_video(trained_run / "single.mp4", moving_square(+1, seed=8))
     capsys.readouterr()
-    code = main(["predict", str(trained_run / "run"), str(folder), str(single), "--json"])
+    (trained_run / "list.csv").write_text("path,label\nsingle.mp4,right\n")  # (its labels are read, not used)
+    code = main(["predict", str(trained_run / "run"), str(folder), str(single), str(folder / "a" / "one.mp4"),
+                 str(trained_run / "list.csv"), "--json"])
     results = json.loads(capsys.readouterr().out)
     assert code == 0
     assert [r["video"] for r in results] == [str(folder / "a" / "one.mp4"), str(folder / "b" / "two.mp4"), str(single)]
